@@ -1,0 +1,1 @@
+"""The SBC agent: drives the local Docker Engine for a Docker-capable device."""

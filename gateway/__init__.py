@@ -1,0 +1,1 @@
+"""fleetlet gateway: one virtual node per site, serving devices over CoAP."""

@@ -1,0 +1,1 @@
+"""Board profiles (TOML) and their loader."""

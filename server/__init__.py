@@ -1,0 +1,1 @@
+"""fleetlet control plane: store, api, auth, scheduler, controllers, and the client/CLI."""
