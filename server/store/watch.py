@@ -1,0 +1,234 @@
+"""Watch fan-out: a ring of recent events and watchers with bounded buffers.
+
+Publishing never awaits and never blocks: a watcher whose buffer is full is cut off with an
+ERROR event (410 Expired, as kube-apiserver does), so a slow reader cannot slow a writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger("fleetlet.store.watch")
+
+Predicate = Callable[[Mapping[str, Any]], bool]
+
+ADDED = "ADDED"
+MODIFIED = "MODIFIED"
+DELETED = "DELETED"
+BOOKMARK = "BOOKMARK"
+ERROR = "ERROR"
+
+
+@dataclass(slots=True)
+class WatchEvent:
+    """One change. ``raw`` is the object's JSON text, shared by every watcher that receives it."""
+
+    type: str
+    resource: str
+    namespace: str
+    name: str
+    revision: int
+    raw: str
+    prev_raw: str | None = None
+    _obj: dict[str, Any] | None = field(default=None, repr=False)
+    _prev: dict[str, Any] | None = field(default=None, repr=False)
+
+    @property
+    def object(self) -> dict[str, Any]:
+        """The object, decoded once and cached. Callers must not mutate it."""
+        if self._obj is None:
+            self._obj = json.loads(self.raw)
+        return self._obj
+
+    @property
+    def prev(self) -> dict[str, Any] | None:
+        if self._prev is None and self.prev_raw is not None:
+            self._prev = json.loads(self.prev_raw)
+        return self._prev
+
+    def line(self, type_: str | None = None) -> bytes:
+        """The newline-delimited JSON watch line, built without re-encoding the object."""
+        return b'{"type":"%s","object":%s}\n' % ((type_ or self.type).encode(), self.raw.encode())
+
+
+def error_event(code: int, reason: str, message: str, revision: int = 0) -> WatchEvent:
+    status = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }
+    return WatchEvent(ERROR, "", "", "", revision, json.dumps(status, separators=(",", ":")))
+
+
+def bookmark_event(kind: str, api_version: str, revision: int) -> WatchEvent:
+    obj = {"kind": kind, "apiVersion": api_version, "metadata": {"resourceVersion": str(revision)}}
+    return WatchEvent(BOOKMARK, "", "", "", revision, json.dumps(obj, separators=(",", ":")))
+
+
+def filter_event(
+    ev: WatchEvent, namespace: str | None, predicate: Predicate | None
+) -> str | None:
+    """The event type this watcher should see, or None. Selector transitions become ADDED/DELETED."""
+    if namespace is not None and ev.namespace != namespace:
+        return None
+    if predicate is None:
+        return ev.type
+    now = predicate(ev.object)
+    if ev.type != MODIFIED:
+        return ev.type if now else None
+    prev = ev.prev
+    before = predicate(prev) if prev is not None else now
+    if now and before:
+        return MODIFIED
+    if now:
+        return ADDED
+    if before:
+        return DELETED
+    return None
+
+
+class Watcher:
+    """An async iterator of (type, event) pairs for one client."""
+
+    def __init__(
+        self,
+        hub: WatchHub,
+        resource: str,
+        namespace: str | None,
+        predicate: Predicate | None,
+        buffer: int,
+        start_revision: int,
+        history: Callable[[], Awaitable[list[WatchEvent]]] | None = None,
+    ) -> None:
+        self.hub = hub
+        self.resource = resource
+        self.namespace = namespace
+        self.predicate = predicate
+        self.start_revision = start_revision
+        self._queue: asyncio.Queue[tuple[str, WatchEvent] | None] = asyncio.Queue(maxsize=buffer)
+        self._backlog: deque[tuple[str, WatchEvent]] = deque()
+        self._history = history
+        self.closed = False
+        self.overflowed = False
+        self.last_revision = start_revision
+
+    def add_backlog(self, events: Iterable[WatchEvent]) -> None:
+        for ev in events:
+            t = filter_event(ev, self.namespace, self.predicate)
+            if t is not None:
+                self._backlog.append((t, ev))
+
+    def offer(self, ev: WatchEvent) -> None:
+        """Called by the hub for every live event of this resource. Never blocks."""
+        if self.closed:
+            return
+        t = filter_event(ev, self.namespace, self.predicate)
+        if t is None:
+            return
+        try:
+            self._queue.put_nowait((t, ev))
+        except asyncio.QueueFull:
+            self._overflow()
+
+    def _overflow(self) -> None:
+        self.overflowed = True
+        log.warning(
+            "watch on %s cut off: buffer of %d events full (client too slow)",
+            self.resource,
+            self._queue.maxsize,
+        )
+        while not self._queue.empty():
+            self._queue.get_nowait()
+        msg = "watch closed: the client did not keep up; relist and watch again"
+        self._queue.put_nowait((ERROR, error_event(410, "Expired", msg)))
+        self.hub.remove(self)
+        self.closed = True
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.hub.remove(self)
+            try:
+                self._queue.put_nowait(None)
+            except asyncio.QueueFull:
+                pass
+
+    def __aiter__(self) -> AsyncIterator[tuple[str, WatchEvent]]:
+        return self
+
+    async def __anext__(self) -> tuple[str, WatchEvent]:
+        if self._history is not None:
+            fetch, self._history = self._history, None
+            self.add_backlog(await fetch())
+        if self._backlog:
+            item = self._backlog.popleft()
+            self.last_revision = item[1].revision
+            return item
+        if self.closed and self._queue.empty():
+            raise StopAsyncIteration
+        got = await self._queue.get()
+        if got is None:
+            raise StopAsyncIteration
+        if got[1].revision:
+            self.last_revision = got[1].revision
+        return got
+
+    def pending(self) -> int:
+        return self._queue.qsize() + len(self._backlog)
+
+
+class WatchHub:
+    """Routes committed events to the watchers of their resource and keeps a ring of recent ones."""
+
+    def __init__(self, ring_size: int) -> None:
+        self.ring: deque[WatchEvent] = deque(maxlen=ring_size)
+        self._by_resource: dict[str, set[Watcher]] = {}
+        self.cutoffs = 0
+
+    @property
+    def count(self) -> int:
+        return sum(len(s) for s in self._by_resource.values())
+
+    def add(self, w: Watcher) -> None:
+        self._by_resource.setdefault(w.resource, set()).add(w)
+
+    def remove(self, w: Watcher) -> None:
+        watchers = self._by_resource.get(w.resource)
+        if watchers is not None:
+            watchers.discard(w)
+            if w.overflowed:
+                self.cutoffs += 1
+
+    def ring_covers(self, since: int, current: int) -> bool:
+        """Whether every event with revision in (since, current] is in the ring."""
+        if since >= current:
+            return True
+        return bool(self.ring) and self.ring[0].revision <= since + 1
+
+    def ring_since(self, resource: str, since: int) -> list[WatchEvent]:
+        out: list[WatchEvent] = []
+        for ev in reversed(self.ring):
+            if ev.revision <= since:
+                break
+            if ev.resource == resource:
+                out.append(ev)
+        out.reverse()
+        return out
+
+    def publish(self, events: list[WatchEvent]) -> None:
+        self.ring.extend(events)
+        for ev in events:
+            watchers = self._by_resource.get(ev.resource)
+            if watchers:
+                for w in list(watchers):
+                    w.offer(ev)
