@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-
 from fleetlet.server.store import Store
 
 OpenStore = Callable[..., Awaitable[Store]]
@@ -40,19 +39,3 @@ async def open_store(store_url: str) -> AsyncIterator[OpenStore]:
 async def store(open_store: OpenStore) -> Store:
     return await open_store()
 
-
-@pytest.fixture
-def postgres_db_url(postgres_url: str) -> Any:
-    """A fresh PostgreSQL database for one test, on the session's private server."""
-    import uuid
-
-    import psycopg
-
-    base, _, _db = postgres_url.rpartition("/")
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    dsn = base.replace("postgresql+psycopg://", "postgresql://") + "/postgres"
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield f"{base}/{name}"
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

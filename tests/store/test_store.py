@@ -6,7 +6,6 @@ import asyncio
 from typing import Any
 
 import pytest
-
 from fleetlet.server.store import (
     AlreadyExists,
     Conflict,

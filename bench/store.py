@@ -1,0 +1,225 @@
+"""bench/store: durable creates/s through the HTTP API against etcd 3.4 in the same run, and watch latency.
+
+    python bench/store.py            # full run (about two minutes)
+    python bench/store.py --quick    # a smaller run for a smoke check
+
+Figures and their anchors print side by side; the last line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _harness import Proc, fleetlet_bin, free_port, percentile, print_json, print_table
+
+VALUE = "v" * 200  # the payload in both systems, so both write about the same bytes
+
+
+def ensure_etcd() -> str:
+    found = shutil.which("etcd") or ("/usr/bin/etcd" if Path("/usr/bin/etcd").exists() else None)
+    if found:
+        return found
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        print("bench: installing Debian's etcd-server for the comparison ...", flush=True)
+        subprocess.run(["apt-get", "update", "-q"], check=False, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-q", "--no-install-recommends", "etcd-server"],
+            check=False, stdout=subprocess.DEVNULL, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+        )
+        found = shutil.which("etcd")
+        if found:
+            return found
+    sys.exit("bench: etcd is not installed and could not be installed (Debian package etcd-server)")
+
+
+async def drive(
+    session: aiohttp.ClientSession,
+    concurrency: int,
+    total: int,
+    make_request: Any,
+) -> tuple[float, list[float]]:
+    """Run ``total`` requests with ``concurrency`` in flight; returns (ops/s, latencies in ms)."""
+    latencies: list[float] = []
+    counter = iter(range(total))
+
+    async def worker() -> None:
+        for i in counter:
+            t0 = time.perf_counter()
+            async with make_request(session, i) as resp:
+                await resp.read()
+                if resp.status >= 300:
+                    raise SystemExit(f"bench: request failed with {resp.status}: {await resp.text()}")
+            latencies.append((time.perf_counter() - t0) * 1000)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return total / (time.perf_counter() - t0), latencies
+
+
+async def fleetlet_creates(base: str, token: str, concurrency: int, total: int, tag: str) -> tuple[float, list[float]]:
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    url = f"{base}/api/v1/namespaces/default/configmaps"
+
+    def req(s: aiohttp.ClientSession, i: int) -> Any:
+        body = {"apiVersion": "fleetlet.io/v1", "kind": "ConfigMap",
+                "metadata": {"name": f"{tag}-{i}"}, "data": {"v": VALUE}}
+        return s.post(url, data=json.dumps(body), headers=headers)
+
+    conn = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=conn) as s:
+        return await drive(s, concurrency, total, req)
+
+
+async def etcd_puts(base: str, concurrency: int, total: int, tag: str) -> tuple[float, list[float]]:
+    url = f"{base}/v3/kv/put"
+
+    def req(s: aiohttp.ClientSession, i: int) -> Any:
+        key = base64.b64encode(f"/registry/configmaps/default/{tag}-{i}".encode()).decode()
+        val = base64.b64encode(json.dumps({"data": {"v": VALUE}}).encode()).decode()
+        return s.post(url, json={"key": key, "value": val})
+
+    conn = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=conn) as s:
+        return await drive(s, concurrency, total, req)
+
+
+async def watch_latency(base: str, token: str, watchers: int, events: int, rate: float) -> list[float]:
+    """Open ``watchers`` HTTP watch streams, write paced objects, and time send-to-receipt."""
+    headers = {"Authorization": f"Bearer {token}"}
+    conn = aiohttp.TCPConnector(limit=0)
+    samples: list[float] = []
+    ready = 0
+    all_ready = asyncio.Event()
+    body_headers = {**headers, "Content-Type": "application/json"}
+    async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=None)) as s:
+        ns = {"apiVersion": "fleetlet.io/v1", "kind": "Namespace", "metadata": {"name": "bench-watch"}}
+        await (await s.post(f"{base}/api/v1/namespaces", data=json.dumps(ns), headers=body_headers)).read()
+        rv_resp = await s.get(f"{base}/api/v1/namespaces/default/configmaps?limit=1", headers=headers)
+        rv = (await rv_resp.json())["metadata"]["resourceVersion"]
+
+        async def watcher() -> None:
+            nonlocal ready
+            url = f"{base}/api/v1/namespaces/bench-watch/configmaps?watch=1&resourceVersion={rv}"
+            async with s.get(url, headers=headers) as resp:
+                if resp.status != 200:
+                    raise SystemExit(f"bench: watch failed: {resp.status} {await resp.text()}")
+                ready += 1
+                if ready == watchers:
+                    all_ready.set()
+                seen = 0
+                async for line in resp.content:
+                    now = time.perf_counter()
+                    ev = json.loads(line)
+                    if ev["type"] != "ADDED":
+                        continue
+                    sent = float(ev["object"]["metadata"]["annotations"]["bench/sent"])
+                    samples.append((now - sent) * 1000)
+                    seen += 1
+                    if seen == events:
+                        return
+
+        tasks = [asyncio.create_task(watcher()) for _ in range(watchers)]
+        await asyncio.wait_for(all_ready.wait(), 120)
+        await asyncio.sleep(1.0)  # let every stream settle
+        for i in range(events):
+            body = {"apiVersion": "fleetlet.io/v1", "kind": "ConfigMap",
+                    "metadata": {"name": f"w-{i}", "annotations": {"bench/sent": repr(time.perf_counter())}},
+                    "data": {"v": VALUE}}
+            async with s.post(f"{base}/api/v1/namespaces/bench-watch/configmaps",
+                              data=json.dumps(body), headers=body_headers) as r:
+                await r.read()
+            await asyncio.sleep(1 / rate)
+        await asyncio.wait_for(asyncio.gather(*tasks), 120)
+    return samples
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="smaller run for a smoke check")
+    ap.add_argument("--watchers", type=int, default=1000)
+    args = ap.parse_args()
+    n1, n64, events = (200, 2000, 20) if args.quick else (1000, 10000, 50)
+    etcd_bin = ensure_etcd()
+
+    data = Path(tempfile.mkdtemp(prefix="bench-store-"))
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = Proc([fleetlet_bin(), "server", "--data-dir", str(data / "fleetlet"), "--listen", f"127.0.0.1:{port}"],
+                  "fleetlet-server", env={"FLEETLET_CONFIG": str(data / "config.yaml")})
+    cport, pport = free_port(), free_port()
+    etcd = Proc([etcd_bin, "--name", "bench", "--data-dir", str(data / "etcd"),
+                 "--listen-client-urls", f"http://127.0.0.1:{cport}",
+                 "--advertise-client-urls", f"http://127.0.0.1:{cport}",
+                 "--listen-peer-urls", f"http://127.0.0.1:{pport}",
+                 "--initial-advertise-peer-urls", f"http://127.0.0.1:{pport}",
+                 "--initial-cluster", f"bench=http://127.0.0.1:{pport}"], "etcd",
+                env={"ETCD_UNSUPPORTED_ARCH": "arm64"})
+    try:
+        server.wait_http(f"{base}/healthz")
+        etcd.wait_http(f"http://127.0.0.1:{cport}/health")
+        token = (data / "fleetlet" / "admin.token").read_text().strip()
+        print(f"bench/store: fleetlet at {base} (SQLite WAL, synchronous=FULL), etcd {etcd_bin} on :{cport}")
+
+        async def run() -> dict[str, Any]:
+            await fleetlet_creates(base, token, 8, 200, "warm")
+            await etcd_puts(f"http://127.0.0.1:{cport}", 8, 200, "warm")
+            f1, l1 = await fleetlet_creates(base, token, 1, n1, "c1")
+            e1, el1 = await etcd_puts(f"http://127.0.0.1:{cport}", 1, n1, "c1")
+            f64, l64 = await fleetlet_creates(base, token, 64, n64, "c64")
+            e64, el64 = await etcd_puts(f"http://127.0.0.1:{cport}", 64, n64, "c64")
+            w = await watch_latency(base, token, args.watchers, events, rate=10)
+            return {"f1": f1, "l1": l1, "e1": e1, "el1": el1, "f64": f64, "l64": l64, "e64": e64,
+                    "el64": el64, "w": w}
+
+        r = asyncio.run(run())
+    finally:
+        server.stop()
+        etcd.stop()
+
+    result = {
+        "creates_per_s_c1": round(r["f1"], 1),
+        "creates_per_s_c64": round(r["f64"], 1),
+        "create_p50_ms_c1": round(percentile(r["l1"], 50), 2),
+        "create_p99_ms_c1": round(percentile(r["l1"], 99), 2),
+        "create_p50_ms_c64": round(percentile(r["l64"], 50), 2),
+        "create_p99_ms_c64": round(percentile(r["l64"], 99), 2),
+        "etcd_puts_per_s_c1": round(r["e1"], 1),
+        "etcd_puts_per_s_c64": round(r["e64"], 1),
+        "etcd_put_p99_ms_c64": round(percentile(r["el64"], 99), 2),
+        "ratio_vs_etcd_c64": round(r["f64"] / r["e64"], 2),
+        "watch_p50_ms": round(percentile(r["w"], 50), 2),
+        "watch_p99_ms": round(percentile(r["w"], 99), 2),
+        "watchers": args.watchers,
+        "watch_samples": len(r["w"]),
+    }
+    print_table("durable creates through the HTTP API (fleetlet) vs etcd 3.4 puts (JSON gateway)", [
+        ("creates/s c=1", f"{result['creates_per_s_c1']}", f"etcd puts/s c=1: {result['etcd_puts_per_s_c1']}"),
+        ("create p50/p99 ms c=1", f"{result['create_p50_ms_c1']}/{result['create_p99_ms_c1']}", ""),
+        ("creates/s c=64", f"{result['creates_per_s_c64']}", f"etcd puts/s c=64: {result['etcd_puts_per_s_c64']}"),
+        ("create p50/p99 ms c=64", f"{result['create_p50_ms_c64']}/{result['create_p99_ms_c64']}",
+         f"etcd p99 ms c=64: {result['etcd_put_p99_ms_c64']}"),
+        ("ratio vs etcd c=64", f"{result['ratio_vs_etcd_c64']}x", "target >= 1.0x"),
+    ])
+    print_table(f"watch delivery, send-to-receipt (an upper bound on commit-to-receipt), {args.watchers} watchers", [
+        ("watch p50 ms", f"{result['watch_p50_ms']}", ""),
+        ("watch p99 ms", f"{result['watch_p99_ms']}", "target p99 < 50 ms"),
+    ])
+    print_json(result)
+
+
+if __name__ == "__main__":
+    main()
