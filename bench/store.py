@@ -38,7 +38,9 @@ def ensure_etcd() -> str:
         subprocess.run(["apt-get", "update", "-q"], check=False, stdout=subprocess.DEVNULL)
         subprocess.run(
             ["apt-get", "install", "-y", "-q", "--no-install-recommends", "etcd-server"],
-            check=False, stdout=subprocess.DEVNULL, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+            check=False,
+            stdout=subprocess.DEVNULL,
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
         )
         found = shutil.which("etcd")
         if found:
@@ -70,13 +72,19 @@ async def drive(
     return total / (time.perf_counter() - t0), latencies
 
 
-async def fleetlet_creates(base: str, token: str, concurrency: int, total: int, tag: str) -> tuple[float, list[float]]:
+async def fleetlet_creates(
+    base: str, token: str, concurrency: int, total: int, tag: str
+) -> tuple[float, list[float]]:
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     url = f"{base}/api/v1/namespaces/default/configmaps"
 
     def req(s: aiohttp.ClientSession, i: int) -> Any:
-        body = {"apiVersion": "fleetlet.io/v1", "kind": "ConfigMap",
-                "metadata": {"name": f"{tag}-{i}"}, "data": {"v": VALUE}}
+        body = {
+            "apiVersion": "fleetlet.io/v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": f"{tag}-{i}"},
+            "data": {"v": VALUE},
+        }
         return s.post(url, data=json.dumps(body), headers=headers)
 
     conn = aiohttp.TCPConnector(limit=concurrency)
@@ -136,11 +144,17 @@ async def watch_latency(base: str, token: str, watchers: int, events: int, rate:
         await asyncio.wait_for(all_ready.wait(), 120)
         await asyncio.sleep(1.0)  # let every stream settle
         for i in range(events):
-            body = {"apiVersion": "fleetlet.io/v1", "kind": "ConfigMap",
-                    "metadata": {"name": f"w-{i}", "annotations": {"bench/sent": repr(time.perf_counter())}},
-                    "data": {"v": VALUE}}
-            async with s.post(f"{base}/api/v1/namespaces/bench-watch/configmaps",
-                              data=json.dumps(body), headers=body_headers) as r:
+            body = {
+                "apiVersion": "fleetlet.io/v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": f"w-{i}", "annotations": {"bench/sent": repr(time.perf_counter())}},
+                "data": {"v": VALUE},
+            }
+            async with s.post(
+                f"{base}/api/v1/namespaces/bench-watch/configmaps",
+                data=json.dumps(body),
+                headers=body_headers,
+            ) as r:
                 await r.read()
             await asyncio.sleep(1 / rate)
         await asyncio.wait_for(asyncio.gather(*tasks), 120)
@@ -158,16 +172,33 @@ def main() -> None:
     data = Path(tempfile.mkdtemp(prefix="bench-store-"))
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    server = Proc([fleetlet_bin(), "server", "--data-dir", str(data / "fleetlet"), "--listen", f"127.0.0.1:{port}"],
-                  "fleetlet-server", env={"FLEETLET_CONFIG": str(data / "config.yaml")})
+    server = Proc(
+        [fleetlet_bin(), "server", "--data-dir", str(data / "fleetlet"), "--listen", f"127.0.0.1:{port}"],
+        "fleetlet-server",
+        env={"FLEETLET_CONFIG": str(data / "config.yaml")},
+    )
     cport, pport = free_port(), free_port()
-    etcd = Proc([etcd_bin, "--name", "bench", "--data-dir", str(data / "etcd"),
-                 "--listen-client-urls", f"http://127.0.0.1:{cport}",
-                 "--advertise-client-urls", f"http://127.0.0.1:{cport}",
-                 "--listen-peer-urls", f"http://127.0.0.1:{pport}",
-                 "--initial-advertise-peer-urls", f"http://127.0.0.1:{pport}",
-                 "--initial-cluster", f"bench=http://127.0.0.1:{pport}"], "etcd",
-                env={"ETCD_UNSUPPORTED_ARCH": "arm64"})
+    etcd = Proc(
+        [
+            etcd_bin,
+            "--name",
+            "bench",
+            "--data-dir",
+            str(data / "etcd"),
+            "--listen-client-urls",
+            f"http://127.0.0.1:{cport}",
+            "--advertise-client-urls",
+            f"http://127.0.0.1:{cport}",
+            "--listen-peer-urls",
+            f"http://127.0.0.1:{pport}",
+            "--initial-advertise-peer-urls",
+            f"http://127.0.0.1:{pport}",
+            "--initial-cluster",
+            f"bench=http://127.0.0.1:{pport}",
+        ],
+        "etcd",
+        env={"ETCD_UNSUPPORTED_ARCH": "arm64"},
+    )
     try:
         server.wait_http(f"{base}/healthz")
         etcd.wait_http(f"http://127.0.0.1:{cport}/health")
@@ -182,8 +213,17 @@ def main() -> None:
             f64, l64 = await fleetlet_creates(base, token, 64, n64, "c64")
             e64, el64 = await etcd_puts(f"http://127.0.0.1:{cport}", 64, n64, "c64")
             w = await watch_latency(base, token, args.watchers, events, rate=10)
-            return {"f1": f1, "l1": l1, "e1": e1, "el1": el1, "f64": f64, "l64": l64, "e64": e64,
-                    "el64": el64, "w": w}
+            return {
+                "f1": f1,
+                "l1": l1,
+                "e1": e1,
+                "el1": el1,
+                "f64": f64,
+                "l64": l64,
+                "e64": e64,
+                "el64": el64,
+                "w": w,
+            }
 
         r = asyncio.run(run())
     finally:
@@ -206,18 +246,35 @@ def main() -> None:
         "watchers": args.watchers,
         "watch_samples": len(r["w"]),
     }
-    print_table("durable creates through the HTTP API (fleetlet) vs etcd 3.4 puts (JSON gateway)", [
-        ("creates/s c=1", f"{result['creates_per_s_c1']}", f"etcd puts/s c=1: {result['etcd_puts_per_s_c1']}"),
-        ("create p50/p99 ms c=1", f"{result['create_p50_ms_c1']}/{result['create_p99_ms_c1']}", ""),
-        ("creates/s c=64", f"{result['creates_per_s_c64']}", f"etcd puts/s c=64: {result['etcd_puts_per_s_c64']}"),
-        ("create p50/p99 ms c=64", f"{result['create_p50_ms_c64']}/{result['create_p99_ms_c64']}",
-         f"etcd p99 ms c=64: {result['etcd_put_p99_ms_c64']}"),
-        ("ratio vs etcd c=64", f"{result['ratio_vs_etcd_c64']}x", "target >= 1.0x"),
-    ])
-    print_table(f"watch delivery, send-to-receipt (an upper bound on commit-to-receipt), {args.watchers} watchers", [
-        ("watch p50 ms", f"{result['watch_p50_ms']}", ""),
-        ("watch p99 ms", f"{result['watch_p99_ms']}", "target p99 < 50 ms"),
-    ])
+    print_table(
+        "durable creates through the HTTP API (fleetlet) vs etcd 3.4 puts (JSON gateway)",
+        [
+            (
+                "creates/s c=1",
+                f"{result['creates_per_s_c1']}",
+                f"etcd puts/s c=1: {result['etcd_puts_per_s_c1']}",
+            ),
+            ("create p50/p99 ms c=1", f"{result['create_p50_ms_c1']}/{result['create_p99_ms_c1']}", ""),
+            (
+                "creates/s c=64",
+                f"{result['creates_per_s_c64']}",
+                f"etcd puts/s c=64: {result['etcd_puts_per_s_c64']}",
+            ),
+            (
+                "create p50/p99 ms c=64",
+                f"{result['create_p50_ms_c64']}/{result['create_p99_ms_c64']}",
+                f"etcd p99 ms c=64: {result['etcd_put_p99_ms_c64']}",
+            ),
+            ("ratio vs etcd c=64", f"{result['ratio_vs_etcd_c64']}x", "target >= 1.0x"),
+        ],
+    )
+    print_table(
+        f"watch delivery, send-to-receipt (an upper bound on commit-to-receipt), {args.watchers} watchers",
+        [
+            ("watch p50 ms", f"{result['watch_p50_ms']}", ""),
+            ("watch p99 ms", f"{result['watch_p99_ms']}", "target p99 < 50 ms"),
+        ],
+    )
     print_json(result)
 
 

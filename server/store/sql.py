@@ -153,8 +153,13 @@ class SQLBackend:
         for r in rows:
             last[(r.resource, r.namespace, r.name)] = r
         upserts = [
-            {"resource": r.resource, "namespace": r.namespace, "name": r.name,
-             "revision": r.revision, "value": r.value}
+            {
+                "resource": r.resource,
+                "namespace": r.namespace,
+                "name": r.name,
+                "revision": r.revision,
+                "value": r.value,
+            }
             for r in last.values()
             if r.type != "DELETED"
         ]
@@ -166,8 +171,14 @@ class SQLBackend:
             conn.execute(
                 log_table.insert(),
                 [
-                    {"revision": r.revision, "resource": r.resource, "namespace": r.namespace,
-                     "name": r.name, "type": r.type, "value": r.value}
+                    {
+                        "revision": r.revision,
+                        "resource": r.resource,
+                        "namespace": r.namespace,
+                        "name": r.name,
+                        "type": r.type,
+                        "value": r.value,
+                    }
                     for r in rows
                 ],
             )

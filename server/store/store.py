@@ -161,7 +161,10 @@ class Store:
             self._data.setdefault(resource, {})[(ns, name)] = _Entry(json.loads(raw), raw, rev)
         log.info(
             "store open: %s, %d objects, revision %d, compacted %d",
-            self._backend.dialect, len(rows), self._revision, self._compacted,
+            self._backend.dialect,
+            len(rows),
+            self._revision,
+            self._compacted,
         )
         self._tasks.append(asyncio.create_task(self._writer(), name="fleetlet-store-writer"))
         if self.compaction_interval > 0:
@@ -315,8 +318,9 @@ class Store:
             limit=limit,
             continue_token=continue_token,
         )
-        return ListResult([json.loads(r) for r in raw.items], raw.resource_version,
-                          raw.continue_token, raw.remaining)
+        return ListResult(
+            [json.loads(r) for r in raw.items], raw.resource_version, raw.continue_token, raw.remaining
+        )
 
     def _encode_continue(self, key: Key) -> str:
         body = _dumps({"rv": self._revision, "k": list(key)}).encode()
@@ -377,8 +381,16 @@ class Store:
         ``fn`` runs on the writer, serialized with every other write, so read-modify-write needs no
         retry loop. It may raise a StoreError (for example Conflict) to refuse the change.
         """
-        op = _Op("update", resource, namespace, name, self._new_future(), fn=fn,
-                 expected_rv=expected_rv, expected_uid=expected_uid)
+        op = _Op(
+            "update",
+            resource,
+            namespace,
+            name,
+            self._new_future(),
+            fn=fn,
+            expected_rv=expected_rv,
+            expected_uid=expected_uid,
+        )
         return (await self._submit(op))[0]
 
     async def update(self, resource: str, obj: Obj) -> Obj:
@@ -386,7 +398,10 @@ class Store:
         meta = obj.get("metadata") or {}
         rv = meta.get("resourceVersion") or None
         return await self.guaranteed_update(
-            resource, meta.get("namespace") or "", meta.get("name") or "", lambda _cur: obj,
+            resource,
+            meta.get("namespace") or "",
+            meta.get("name") or "",
+            lambda _cur: obj,
             expected_rv=str(rv) if rv is not None else None,
         )
 
@@ -400,8 +415,15 @@ class Store:
         expected_uid: str | None = None,
     ) -> Obj:
         """Delete an object. With finalizers, it only gets a deletionTimestamp until they are removed."""
-        op = _Op("delete", resource, namespace, name, self._new_future(),
-                 expected_rv=expected_rv, expected_uid=expected_uid)
+        op = _Op(
+            "delete",
+            resource,
+            namespace,
+            name,
+            self._new_future(),
+            expected_rv=expected_rv,
+            expected_uid=expected_uid,
+        )
         return (await self._submit(op))[0]
 
     # -- the writer -----------------------------------------------------------------------
@@ -593,8 +615,9 @@ class Store:
                 rows = await asyncio.to_thread(backend.history, resource, start, current)
                 if rows and rows[0].revision > start + 1 and start < self._compacted:
                     log.info("watch history for %s partly compacted", resource)
-                return [WatchEvent(r.type, r.resource, r.namespace, r.name, r.revision, r.value)
-                        for r in rows]
+                return [
+                    WatchEvent(r.type, r.resource, r.namespace, r.name, r.revision, r.value) for r in rows
+                ]
 
             history = fetch
         w = Watcher(self._hub, resource, ns, predicate, buffer or self.watcher_buffer, since, history)

@@ -75,9 +75,7 @@ def bookmark_event(kind: str, api_version: str, revision: int) -> WatchEvent:
     return WatchEvent(BOOKMARK, "", "", "", revision, json.dumps(obj, separators=(",", ":")))
 
 
-def filter_event(
-    ev: WatchEvent, namespace: str | None, predicate: Predicate | None
-) -> str | None:
+def filter_event(ev: WatchEvent, namespace: str | None, predicate: Predicate | None) -> str | None:
     """The event type this watcher should see, or None. Selector transitions become ADDED/DELETED."""
     if namespace is not None and ev.namespace != namespace:
         return None

@@ -38,4 +38,3 @@ async def open_store(store_url: str) -> AsyncIterator[OpenStore]:
 @pytest.fixture
 async def store(open_store: OpenStore) -> Store:
     return await open_store()
-

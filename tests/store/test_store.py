@@ -36,7 +36,7 @@ def wl(name: str, ns: str = "default", **spec: Any) -> dict[str, Any]:
     }
 
 
-async def next_events(w: Any, n: int, timeout: float = 10.0) -> list[tuple[str, Any]]:
+async def next_events(w: Any, n: int, limit_s: float = 10.0) -> list[tuple[str, Any]]:
     out: list[tuple[str, Any]] = []
 
     async def take() -> None:
@@ -45,7 +45,7 @@ async def next_events(w: Any, n: int, timeout: float = 10.0) -> list[tuple[str, 
             if len(out) == n:
                 return
 
-    await asyncio.wait_for(take(), timeout)
+    await asyncio.wait_for(take(), limit_s)
     return out
 
 
@@ -206,8 +206,10 @@ async def test_pagination_covers_everything_once(store: Store) -> None:
 
 
 async def test_delete_and_finalizers(store: Store) -> None:
-    o = await store.create("workloads", {**wl("w"), "metadata": {"name": "w", "namespace": "default",
-                                                                   "finalizers": ["fleetlet.io/gc"]}})
+    o = await store.create(
+        "workloads",
+        {**wl("w"), "metadata": {"name": "w", "namespace": "default", "finalizers": ["fleetlet.io/gc"]}},
+    )
     marked = await store.delete("workloads", "default", "w")
     assert marked["metadata"]["deletionTimestamp"]
     assert (await store.get("workloads", "default", "w"))["metadata"]["deletionTimestamp"]
@@ -339,7 +341,9 @@ async def test_log_stays_bounded_under_churn(store: Store) -> None:
             await asyncio.gather(
                 *(
                     store.guaranteed_update(
-                        "configmaps", "default", "c",
+                        "configmaps",
+                        "default",
+                        "c",
                         lambda o, r=r, i=i: {**o, "data": {"n": f"{r}-{i}", "p": payload}},
                     )
                     for i in range(50)
