@@ -12,9 +12,9 @@ Design (see docs/ARCHITECTURE.md):
 from __future__ import annotations
 
 import asyncio
-import builtins
 import base64
 import binascii
+import builtins
 import json
 import logging
 import secrets
