@@ -47,15 +47,22 @@ else
 fi
 
 step "mypy"
-mypy_targets=()
-for d in server gateway schemas device-firmware/linux hardware tests/fixtures; do
-    if [ -d "$d" ] && [ -n "$(find "$d" -name '*.py' -print -quit)" ]; then
-        mypy_targets+=("$d")
+# mypy cannot follow setup.py's folder -> fleetlet.* mapping, so give it a tree of symlinks
+# with the installed names; otherwise every cross-folder import would silently be Any.
+shim=.cache/mypy-path/fleetlet
+mkdir -p "$shim"
+mypy_pkgs=()
+for pair in server:server gateway:gateway schemas:schemas agent:device-firmware/linux hardware:hardware; do
+    pkg="${pair%%:*}" dir="${pair#*:}"
+    ln -sfn "$PWD/$dir" "$shim/$pkg"
+    if [ -n "$(find "$dir" -name '*.py' -print -quit)" ]; then
+        mypy_pkgs+=(-p "fleetlet.$pkg")
     fi
 done
-[ -f tests/conftest.py ] && mypy_targets+=(tests/conftest.py)
-if [ "${#mypy_targets[@]}" -gt 0 ]; then
-    .venv/bin/mypy "${mypy_targets[@]}" || failed+=("mypy")
+MYPYPATH=.cache/mypy-path .venv/bin/mypy "${mypy_pkgs[@]}" || failed+=("mypy")
+.venv/bin/mypy tests/fixtures tests/conftest.py || failed+=("mypy (test fixtures)")
+if [ -x scripts/typecheck-firmware.sh ]; then
+    bash scripts/typecheck-firmware.sh || failed+=("mypy (firmware)")
 fi
 
 step "pytest"
