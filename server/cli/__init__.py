@@ -1,0 +1,1 @@
+"""The ``fleetlet`` command line: kubectl for fleets of edge devices."""
