@@ -26,17 +26,31 @@ MINIMAL: dict[str, tuple[str, dict[str, Any]]] = {
     "gateways": ("/api/v1/gateways", {"metadata": {"name": "gw1"}, "spec": {"unschedulable": False}}),
     "devices": ("/api/v1/devices", device("dev1")),
     "workloads": (f"{NS}/workloads", workload("web")),
-    "deployments": (f"{NS}/deployments", {
-        "metadata": {"name": "web"},
-        "spec": {"selector": {"matchLabels": {"app": "web"}},
-                 "template": {"metadata": {"labels": {"app": "web"}}, "spec": workload("x")["spec"]}},
-    }),
+    "deployments": (
+        f"{NS}/deployments",
+        {
+            "metadata": {"name": "web"},
+            "spec": {
+                "selector": {"matchLabels": {"app": "web"}},
+                "template": {"metadata": {"labels": {"app": "web"}}, "spec": workload("x")["spec"]},
+            },
+        },
+    ),
     "secrets": (f"{NS}/secrets", {"metadata": {"name": "creds"}, "stringData": {"password": "hunter2"}}),
     "configmaps": (f"{NS}/configmaps", {"metadata": {"name": "cfg"}, "data": {"a": "1"}}),
-    "events": (f"{NS}/events", {"metadata": {"name": "ev1"}, "involvedObject": {"kind": "Workload", "name": "web"},
-                                "reason": "Started", "message": "started"}),
-    "leases": ("/api/v1/namespaces/fleetlet-node-lease/leases",
-               {"metadata": {"name": "gw1"}, "spec": {"holderIdentity": "gw1", "leaseDurationSeconds": 40}}),
+    "events": (
+        f"{NS}/events",
+        {
+            "metadata": {"name": "ev1"},
+            "involvedObject": {"kind": "Workload", "name": "web"},
+            "reason": "Started",
+            "message": "started",
+        },
+    ),
+    "leases": (
+        "/api/v1/namespaces/fleetlet-node-lease/leases",
+        {"metadata": {"name": "gw1"}, "spec": {"holderIdentity": "gw1", "leaseDurationSeconds": 40}},
+    ),
     "tokens": ("/api/v1/tokens", {"metadata": {"name": "ci"}, "spec": {"role": "viewer"}}),
 }
 
@@ -55,8 +69,12 @@ async def test_crud_every_kind(api: Api, plural: str) -> None:
     listed = await api.ok("GET", coll)
     assert name in [i["metadata"]["name"] for i in listed["items"]]
     assert listed["kind"].endswith("List") and listed["apiVersion"] == "fleetlet.io/v1"
-    patched = await api.ok("PATCH", item, {"metadata": {"labels": {"touched": "yes"}}},
-                           content_type="application/merge-patch+json")
+    patched = await api.ok(
+        "PATCH",
+        item,
+        {"metadata": {"labels": {"touched": "yes"}}},
+        content_type="application/merge-patch+json",
+    )
     assert patched["metadata"]["labels"]["touched"] == "yes"
     replaced = dict(patched)
     replaced["metadata"] = {**patched["metadata"], "annotations": {"note": "put"}}
@@ -83,8 +101,13 @@ async def test_create_defaults(api: Api) -> None:
     assert set(dev["spec"]["allocatable"]) == {"memory", "cpu", "flash"}
     assert set(dev["spec"]["capacity"]) == {"memory", "cpu", "flash"}
     dep = await api.ok("POST", f"{NS}/deployments", MINIMAL["deployments"][1])
-    assert dep["spec"]["strategy"] == {"waves": ["100%"], "maxUnavailable": "25%", "minReadySeconds": 0,
-                                       "failureThreshold": 0.5, "autoRollback": True}
+    assert dep["spec"]["strategy"] == {
+        "waves": ["100%"],
+        "maxUnavailable": "25%",
+        "minReadySeconds": 0,
+        "failureThreshold": 0.5,
+        "autoRollback": True,
+    }
     assert dep["spec"]["placement"] == {"mode": "Replicas", "replicas": 1}
     assert dep["spec"]["revisionHistoryLimit"] == 10
     sec = await api.ok("POST", f"{NS}/secrets", MINIMAL["secrets"][1])
@@ -134,19 +157,32 @@ async def test_conflicts_and_already_exists(api: Api) -> None:
     await api.ok("PATCH", f"{NS}/workloads/web", {"spec": {"priority": 1}})
     stale = await api.call("PUT", f"{NS}/workloads/web", wl)
     assert (stale.status, stale.body["reason"]) == (409, "Conflict")
-    stale_patch = await api.call("PATCH", f"{NS}/workloads/web", {
-        "metadata": {"resourceVersion": wl["metadata"]["resourceVersion"]}, "spec": {"priority": 2}})
+    stale_patch = await api.call(
+        "PATCH",
+        f"{NS}/workloads/web",
+        {"metadata": {"resourceVersion": wl["metadata"]["resourceVersion"]}, "spec": {"priority": 2}},
+    )
     assert stale_patch.status == 409
-    stale_status = await api.call("PUT", f"{NS}/workloads/web/status", {
-        "metadata": {"resourceVersion": wl["metadata"]["resourceVersion"]}, "status": {"phase": "Running"}})
+    stale_status = await api.call(
+        "PUT",
+        f"{NS}/workloads/web/status",
+        {"metadata": {"resourceVersion": wl["metadata"]["resourceVersion"]}, "status": {"phase": "Running"}},
+    )
     assert stale_status.status == 409
 
 
 async def test_merge_patch_removes_with_null(api: Api) -> None:
-    await api.ok("POST", f"{NS}/configmaps", {"metadata": {"name": "c", "labels": {"a": "1", "b": "2"}},
-                                             "data": {"x": "1", "y": "2"}})
-    p = await api.ok("PATCH", f"{NS}/configmaps/c", {"metadata": {"labels": {"a": None}}, "data": {"y": None}},
-                     content_type="application/merge-patch+json")
+    await api.ok(
+        "POST",
+        f"{NS}/configmaps",
+        {"metadata": {"name": "c", "labels": {"a": "1", "b": "2"}}, "data": {"x": "1", "y": "2"}},
+    )
+    p = await api.ok(
+        "PATCH",
+        f"{NS}/configmaps/c",
+        {"metadata": {"labels": {"a": None}}, "data": {"y": None}},
+        content_type="application/merge-patch+json",
+    )
     assert p["metadata"]["labels"] == {"b": "2"} and p["data"] == {"x": "1"}
     r = await api.call("PATCH", f"{NS}/configmaps/c", raw="[]", content_type="application/json-patch+json")
     assert r.status == 415
@@ -157,8 +193,9 @@ async def test_delete_propagation_and_preconditions(api: Api) -> None:
         await api.ok("POST", f"{NS}/configmaps", {"metadata": {"name": name}, "data": {}})
     fg = await api.ok("DELETE", f"{NS}/configmaps/fg", params={"propagationPolicy": "Foreground"})
     assert fg["metadata"]["finalizers"] == ["foregroundDeletion"] and fg["metadata"]["deletionTimestamp"]
-    orph = await api.ok("DELETE", f"{NS}/configmaps/orph",
-                        {"kind": "DeleteOptions", "propagationPolicy": "Orphan"})
+    orph = await api.ok(
+        "DELETE", f"{NS}/configmaps/orph", {"kind": "DeleteOptions", "propagationPolicy": "Orphan"}
+    )
     assert orph["metadata"]["finalizers"] == ["orphan"]
     # Removing the last finalizer (what the garbage collector does) completes the deletion.
     await api.ok("PATCH", f"{NS}/configmaps/fg", {"metadata": {"finalizers": None}})
@@ -173,10 +210,15 @@ async def test_delete_propagation_and_preconditions(api: Api) -> None:
 async def test_binding(api: Api) -> None:
     await api.ok("POST", f"{NS}/workloads", workload("web"))
     await api.ok("POST", "/api/v1/devices", device("dev1", gateway="gw7"))
-    binding = {"apiVersion": "fleetlet.io/v1", "kind": "Binding", "metadata": {"name": "web"},
-               "target": {"kind": "Device", "name": "dev1"}}
-    missing = await api.call("POST", f"{NS}/workloads/web/binding",
-                             {**binding, "target": {"kind": "Device", "name": "nope"}})
+    binding = {
+        "apiVersion": "fleetlet.io/v1",
+        "kind": "Binding",
+        "metadata": {"name": "web"},
+        "target": {"kind": "Device", "name": "dev1"},
+    }
+    missing = await api.call(
+        "POST", f"{NS}/workloads/web/binding", {**binding, "target": {"kind": "Device", "name": "nope"}}
+    )
     assert missing.status == 404
     r = await api.call("POST", f"{NS}/workloads/web/binding", binding)
     assert r.status == 201 and r.body["status"] == "Success"
@@ -236,8 +278,11 @@ async def test_invalid_names_the_field_path(api: Api) -> None:
     assert "spec.containers[0].image: Required value" in r.message
     r = await api.call("POST", f"{NS}/workloads", workload("web", runtime="rust"))
     assert r.body["details"]["causes"][0]["message"] == (
-        'spec.runtime: Unsupported value: "rust": supported values: "docker", "micropython"')
-    r = await api.call("POST", f"{NS}/workloads", {"metadata": {"name": "x"}, "spec": {"runtime": "micropython"}})
+        'spec.runtime: Unsupported value: "rust": supported values: "docker", "micropython"'
+    )
+    r = await api.call(
+        "POST", f"{NS}/workloads", {"metadata": {"name": "x"}, "spec": {"runtime": "micropython"}}
+    )
     assert r.status == 422 and "spec.app: Required value" in r.message
     r = await api.call("POST", f"{NS}/secrets", {"metadata": {"name": "s"}, "data": {"k": "%%%"}})
     assert r.status == 422 and "data[k]" in r.message
@@ -256,7 +301,9 @@ async def test_malformed_and_oversized_bodies(api: Api) -> None:
     assert r.status == 413 and r.body["reason"] == "RequestEntityTooLarge"
     r = await api.call("POST", f"{NS}/workloads", raw="<xml/>", content_type="application/xml")
     assert r.status == 415
-    yaml_body = "metadata:\n  name: from-yaml\nspec:\n  runtime: docker\n  containers:\n  - {name: a, image: b}\n"
+    yaml_body = (
+        "metadata:\n  name: from-yaml\nspec:\n  runtime: docker\n  containers:\n  - {name: a, image: b}\n"
+    )
     r = await api.call("POST", f"{NS}/workloads", raw=yaml_body, content_type="application/yaml")
     assert r.status == 201 and r.body["metadata"]["name"] == "from-yaml"
 
@@ -268,8 +315,9 @@ async def test_paths_and_methods(api: Api) -> None:
     r = await api.call("DELETE", f"{NS}/workloads")
     assert r.status == 405 and r.body["kind"] == "Status"
     assert (await api.call("GET", "/nowhere")).status == 404
-    mismatch = await api.call("POST", "/api/v1/namespaces/default/configmaps",
-                              {"metadata": {"name": "c", "namespace": "other"}})
+    mismatch = await api.call(
+        "POST", "/api/v1/namespaces/default/configmaps", {"metadata": {"name": "c", "namespace": "other"}}
+    )
     assert mismatch.status == 400
 
 
@@ -286,8 +334,9 @@ async def test_namespace_rules(api: Api) -> None:
 
 
 async def test_token_create_returns_plaintext_once(api: Api) -> None:
-    r = await api.ok("POST", "/api/v1/tokens", {"metadata": {"name": "ci"}, "spec": {"role": "viewer",
-                                                                                     "ttlSeconds": 3600}})
+    r = await api.ok(
+        "POST", "/api/v1/tokens", {"metadata": {"name": "ci"}, "spec": {"role": "viewer", "ttlSeconds": 3600}}
+    )
     token = r["status"]["token"]
     assert token.startswith("flt_ci_")
     assert "ttlSeconds" not in r["spec"] and r["spec"]["expiresAt"]

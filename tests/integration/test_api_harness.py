@@ -75,7 +75,9 @@ class Api:
         created = await self.ok("POST", "/api/v1/tokens", body)
         return str(created["status"]["token"])
 
-    async def watch_lines(self, path: str, params: dict[str, str], *, token: str | None = "admin") -> list[Any]:
+    async def watch_lines(
+        self, path: str, params: dict[str, str], *, token: str | None = "admin"
+    ) -> list[Any]:
         """Read a watch stream to its end (the test sets timeoutSeconds or expects an ERROR)."""
         r = await self.call("GET", path, params={"watch": "true", **params}, token=token)
         assert r.status == 200, r.text
@@ -88,7 +90,9 @@ async def start_api(tmp_path: Path, **app_kwargs: Any) -> AsyncIterator[Api]:
     try:
         app = create_app(store, **app_kwargs)
         async with TestClient(TestServer(app)) as client:
-            admin = await ensure_admin(store, tmp_path / "data", "http://test", tmp_path / "cfg" / "config.yaml")
+            admin = await ensure_admin(
+                store, tmp_path / "data", "http://test", tmp_path / "cfg" / "config.yaml"
+            )
             yield Api(client, store, admin, tmp_path / "data")
     finally:
         await store.close()

@@ -1,0 +1,167 @@
+"""Watch over HTTP: synthetic ADDED, from a revision, selectors, BOOKMARK, 410 after compaction,
+timeoutSeconds, and the end of streams at shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.test_api_harness import Api, start_api, workload
+
+NS = "/api/v1/namespaces/default"
+
+
+@pytest.fixture
+async def api(tmp_path: Path) -> AsyncIterator[Api]:
+    async with start_api(tmp_path, bookmark_interval=0.05) as a:
+        yield a
+
+
+def summary(events: list[Any]) -> list[tuple[str, str]]:
+    return [(e["type"], e["object"]["metadata"].get("name", "")) for e in events]
+
+
+async def test_watch_from_revision_sees_added_modified_deleted(api: Api) -> None:
+    first = await api.ok("POST", f"{NS}/workloads", workload("a"))
+    rv = first["metadata"]["resourceVersion"]
+    await api.ok("POST", f"{NS}/workloads", workload("b"))
+    await api.ok("PATCH", f"{NS}/workloads/a", {"spec": {"priority": 3}})
+    await api.ok("DELETE", f"{NS}/workloads/b")
+    events = await api.watch_lines(f"{NS}/workloads", {"resourceVersion": rv, "timeoutSeconds": "0.3"})
+    assert summary(events) == [("ADDED", "b"), ("MODIFIED", "a"), ("DELETED", "b")]
+    revs = [int(e["object"]["metadata"]["resourceVersion"]) for e in events]
+    assert revs == sorted(revs) and revs[0] > int(rv)
+
+
+async def test_watch_without_revision_starts_with_synthetic_added(api: Api) -> None:
+    await api.ok("POST", f"{NS}/workloads", workload("x"))
+    await api.ok("POST", f"{NS}/workloads", workload("y"))
+
+    async def later() -> None:
+        await asyncio.sleep(0.1)
+        await api.ok("PATCH", f"{NS}/workloads/x", {"metadata": {"labels": {"v": "2"}}})
+
+    task = asyncio.create_task(later())
+    events = await api.watch_lines("/api/v1/workloads", {"timeoutSeconds": "0.6"})
+    await task
+    assert summary(events) == [("ADDED", "x"), ("ADDED", "y"), ("MODIFIED", "x")]
+
+
+async def test_watch_stream_headers_and_live_events(api: Api) -> None:
+    resp = await api.client.get(
+        f"{NS}/configmaps",
+        params={"watch": "1", "timeoutSeconds": "5"},
+        headers={"Authorization": f"Bearer {api.admin}"},
+    )
+    assert resp.status == 200
+    assert resp.headers["Content-Type"].startswith("application/json")
+    assert resp.headers.get("Transfer-Encoding") == "chunked"
+    await api.ok("POST", f"{NS}/configmaps", {"metadata": {"name": "live"}, "data": {}})
+    line = await asyncio.wait_for(resp.content.readline(), 5)
+    event = json.loads(line)
+    assert event["type"] == "ADDED" and event["object"]["metadata"]["name"] == "live"
+    resp.close()
+
+
+async def test_watch_with_label_selector_turns_transitions_into_added_deleted(api: Api) -> None:
+    start = await api.ok("POST", f"{NS}/configmaps", {"metadata": {"name": "c", "labels": {"env": "dev"}}})
+    rv = start["metadata"]["resourceVersion"]
+    await api.ok("POST", f"{NS}/configmaps", {"metadata": {"name": "other", "labels": {"env": "dev"}}})
+    await api.ok("PATCH", f"{NS}/configmaps/c", {"metadata": {"labels": {"env": "prod"}}})
+    await api.ok("PATCH", f"{NS}/configmaps/c", {"data": {"k": "v"}})
+    await api.ok("PATCH", f"{NS}/configmaps/c", {"metadata": {"labels": {"env": "dev"}}})
+    events = await api.watch_lines(
+        f"{NS}/configmaps", {"resourceVersion": rv, "labelSelector": "env=prod", "timeoutSeconds": "0.3"}
+    )
+    assert summary(events) == [("ADDED", "c"), ("MODIFIED", "c"), ("DELETED", "c")]
+    fields = await api.watch_lines(
+        f"{NS}/configmaps",
+        {"resourceVersion": rv, "fieldSelector": "metadata.name=other", "timeoutSeconds": "0.3"},
+    )
+    assert summary(fields) == [("ADDED", "other")]
+
+
+async def test_bookmarks_carry_resource_version(api: Api) -> None:
+    await api.ok("POST", f"{NS}/configmaps", {"metadata": {"name": "c"}})
+    events = await api.watch_lines(
+        f"{NS}/configmaps", {"allowWatchBookmarks": "true", "timeoutSeconds": "0.4"}
+    )
+    assert events[0]["type"] == "ADDED"
+    bookmarks = [e for e in events if e["type"] == "BOOKMARK"]
+    assert bookmarks, events
+    assert bookmarks[-1]["object"]["metadata"]["resourceVersion"] == str(api.store.revision)
+    assert bookmarks[-1]["object"]["kind"] == "ConfigMap"
+    none = await api.watch_lines(f"{NS}/configmaps", {"timeoutSeconds": "0.3"})
+    assert all(e["type"] != "BOOKMARK" for e in none)
+
+
+async def test_watch_from_compacted_revision_gets_410_error(api: Api) -> None:
+    first = await api.ok("POST", f"{NS}/configmaps", {"metadata": {"name": "c"}})
+    for i in range(5):
+        await api.ok("PATCH", f"{NS}/configmaps/c", {"data": {"i": str(i)}})
+    await api.store.compact(keep=0)
+    rv = str(int(first["metadata"]["resourceVersion"]) - 1)
+    events = await api.watch_lines(f"{NS}/configmaps", {"resourceVersion": rv, "timeoutSeconds": "5"})
+    assert len(events) == 1 and events[0]["type"] == "ERROR"
+    status = events[0]["object"]
+    assert (status["kind"], status["code"], status["reason"]) == ("Status", 410, "Expired")
+    bad = await api.call("GET", f"{NS}/configmaps", params={"watch": "1", "resourceVersion": "abc"})
+    assert bad.status == 400
+
+
+async def test_slow_watcher_is_cut_off_with_error(tmp_path: Path) -> None:
+    from fleetlet.server.store import Store
+
+    store = await Store.open(f"sqlite:///{tmp_path}/s.db", compaction_interval=0, watcher_buffer=3)
+    try:
+        async with start_api_with_store(tmp_path, store) as api:
+            resp = await api.client.get(
+                f"{NS}/configmaps",
+                params={"watch": "1", "timeoutSeconds": "10"},
+                headers={"Authorization": f"Bearer {api.admin}"},
+            )
+            # Commit more events in one batch than the watcher buffer holds before it can drain.
+            await asyncio.gather(
+                *[
+                    api.store.create("configmaps", {"metadata": {"name": f"c{i}", "namespace": "default"}})
+                    for i in range(20)
+                ]
+            )
+            text = await asyncio.wait_for(resp.text(), 10)
+            last = json.loads(text.splitlines()[-1])
+            assert last["type"] == "ERROR" and last["object"]["code"] == 410
+    finally:
+        await store.close()
+
+
+def start_api_with_store(tmp_path: Path, store: Any) -> Any:
+    from contextlib import asynccontextmanager
+
+    from aiohttp.test_utils import TestClient, TestServer
+    from fleetlet.server.api import create_app
+    from fleetlet.server.auth import ensure_admin
+
+    @asynccontextmanager
+    async def ctx() -> AsyncIterator[Api]:
+        async with TestClient(TestServer(create_app(store))) as client:
+            admin = await ensure_admin(store, tmp_path / "d", "http://t", tmp_path / "c.yaml")
+            yield Api(client, store, admin, tmp_path / "d")
+
+    return ctx()
+
+
+async def test_shutdown_ends_open_watches(tmp_path: Path) -> None:
+    async with start_api(tmp_path) as api:
+        resp = await api.client.get(
+            f"{NS}/configmaps", params={"watch": "1"}, headers={"Authorization": f"Bearer {api.admin}"}
+        )
+        assert resp.status == 200
+        reader = asyncio.create_task(resp.text())
+        await asyncio.sleep(0.05)
+        await api.client.server.runner.shutdown()  # type: ignore[union-attr]
+        assert await asyncio.wait_for(reader, 10) == ""
