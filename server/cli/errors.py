@@ -33,10 +33,13 @@ def format_error(exc: BaseException, config_path: str | None = None) -> str:
         return f"error: {one_line(exc.message)}"
     if isinstance(exc, ApiError):
         if exc.code == 401:
+            detail = one_line(exc.message)
+            if detail.lower().startswith("unauthorized: "):
+                detail = detail[len("unauthorized: ") :]
             where = f" in {config_path}" if config_path else ""
             return (
                 "error: You must be logged in to the server (Unauthorized): "
-                f"{one_line(exc.message)}; check --token, FLEETLET_TOKEN or the token{where}"
+                f"{detail}; check --token, FLEETLET_TOKEN or the token{where}"
             )
         return f"Error from server ({exc.reason}): {one_line(exc.message)}"
     if isinstance(exc, UnknownResource | ConfigError | UserError):

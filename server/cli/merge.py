@@ -17,19 +17,20 @@ Obj = dict[str, Any]
 
 
 def with_last_applied(desired: Obj) -> Obj:
-    """``desired`` plus the annotation recording it (without status or the annotation itself)."""
-    clean = copy.deepcopy(desired)
-    clean.pop("status", None)
-    meta = clean.setdefault("metadata", {})
+    """``desired`` plus the annotation recording it (without status, resourceVersion or itself)."""
+    out = copy.deepcopy(desired)
+    out.pop("status", None)
+    meta = out.setdefault("metadata", {})
     annotations = dict(meta.get("annotations") or {})
     annotations.pop(LAST_APPLIED, None)
+    record = copy.deepcopy(out)
+    record["metadata"].pop("resourceVersion", None)
     if annotations:
-        meta["annotations"] = annotations
+        record["metadata"]["annotations"] = annotations
     else:
-        meta.pop("annotations", None)
-    record = json.dumps(clean, sort_keys=True, separators=(",", ":"))
-    out = copy.deepcopy(clean)
-    out["metadata"].setdefault("annotations", {})[LAST_APPLIED] = record
+        record["metadata"].pop("annotations", None)
+    annotations[LAST_APPLIED] = json.dumps(record, sort_keys=True, separators=(",", ":"))
+    meta["annotations"] = annotations
     return out
 
 
@@ -103,6 +104,10 @@ def plan_update(live: Obj, manifest: Obj) -> Obj | None:
     body: Obj = merge_patch(base, patch)
     if body == base:
         return None
-    # The resourceVersion we read is the precondition: a concurrent writer gets us a 409.
-    body.setdefault("metadata", {})["resourceVersion"] = (live.get("metadata") or {}).get("resourceVersion")
+    if not (manifest.get("metadata") or {}).get("resourceVersion"):
+        # The resourceVersion we read is the precondition: a concurrent writer gets us a 409.
+        # (A resourceVersion written in the manifest stays: it is the user's own precondition.)
+        body.setdefault("metadata", {})["resourceVersion"] = (live.get("metadata") or {}).get(
+            "resourceVersion"
+        )
     return body

@@ -192,6 +192,11 @@ def _count_data(o: Obj, now: datetime) -> str:
     return str(len(data) + len(extra) if isinstance(data, dict) and isinstance(extra, dict) else 0)
 
 
+def _addresses(o: Obj, now: datetime) -> str:
+    addrs = dig(o, "status.addresses") or []
+    return _s([a.get("address") for a in addrs if isinstance(a, dict) and a.get("address")])
+
+
 def _field(path: str, default: str = NONE) -> Getter:
     return lambda o, now: _s(dig(o, path), default)
 
@@ -253,9 +258,9 @@ WIDE: dict[str, list[Column]] = {
     "Device": [
         Column("ARCH", _field("spec.arch")),
         Column("RUNTIMES", _field("spec.runtimes")),
-        Column("FIRMWARE", _field("status.firmwareVersion")),
+        Column("FIRMWARE", _field("status.firmware")),
     ],
-    "Gateway": [Column("VERSION", _field("status.version")), Column("ADDRESSES", _field("status.addresses"))],
+    "Gateway": [Column("VERSION", _field("status.version")), Column("ADDRESSES", _addresses)],
     "Deployment": [
         Column("RUNTIME", _field("spec.template.spec.runtime")),
         Column("WAVES", _deploy_waves),
@@ -380,11 +385,11 @@ def _inline(v: Any) -> str:
     return "  " + _s(v, '""' if v == "" else NONE)
 
 
-def _kv(out: list[str], key: str, value: str, width: int = 16) -> None:
+def _kv(out: list[str], key: str, value: str, width: int = 18) -> None:
     out.append(f"{key + ':':<{width}}{value}")
 
 
-def _map_lines(out: list[str], key: str, m: Any, width: int = 16) -> None:
+def _map_lines(out: list[str], key: str, m: Any, width: int = 18) -> None:
     if not isinstance(m, dict) or not m:
         _kv(out, key, NONE, width)
         return

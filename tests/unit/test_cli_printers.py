@@ -42,7 +42,7 @@ def test_human_duration(seconds: int, text: str) -> None:
 
 
 def test_workload_table() -> None:
-    items = [
+    items: list[dict[str, Any]] = [
         {
             "metadata": {
                 "name": "web",
@@ -73,7 +73,7 @@ def test_workload_table() -> None:
 
 
 def test_device_table() -> None:
-    items = [
+    items: list[dict[str, Any]] = [
         {
             "metadata": {"name": "pi-1", "creationTimestamp": ts(timedelta(days=3))},
             "spec": {"gateway": "gw-a", "board": "raspberry-pi-4", "arch": "arm64", "runtimes": ["docker"]},
@@ -163,13 +163,13 @@ def test_describe_includes_conditions_and_events() -> None:
         }
     ]
     text = describe_text(REGISTRY.resolve("wl"), wl, events, NOW)
-    assert "Name:           web" in text
-    assert "Labels:         app=web" in text
-    assert "Annotations:    <none>" in text
+    assert "Name:             web" in text
+    assert "Labels:           app=web" in text
+    assert "Annotations:      <none>" in text
     assert "  runtime:  micropython" in text
     assert "import asyncio ... (3 lines)" in text
     assert "Status:\n  phase:  Running" in text
     assert any(line.split()[:3] == ["Scheduled", "True", "Bound"] for line in text.splitlines())
     event_line = next(line for line in text.splitlines() if "BackOff" in line)
     assert event_line.split() == ["Warning", "BackOff", "30s", "(x3)", "gateway", "restarting"]
-    assert describe_text(REGISTRY.resolve("wl"), wl, [], NOW).endswith("Events:         <none>")
+    assert describe_text(REGISTRY.resolve("wl"), wl, [], NOW).endswith("Events:           <none>")

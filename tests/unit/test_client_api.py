@@ -130,7 +130,7 @@ async def test_write_verbs_send_the_right_requests(serve: Any) -> None:
         for m in ("POST", "PUT", "PATCH", "DELETE")
     }
     api = await serve(routes)
-    wl = {
+    wl: dict[str, Any] = {
         "apiVersion": "fleetlet.io/v1",
         "kind": "Workload",
         "metadata": {"name": "web", "namespace": "prod"},

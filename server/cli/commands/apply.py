@@ -35,6 +35,7 @@ async def apply_one(api: ApiClient, m: Manifest, namespace: str | None) -> str:
                 if not e.is_not_found:
                     raise
                 body = with_last_applied(m.obj)
+                body["metadata"].pop("resourceVersion", None)  # not allowed on create
                 if namespace:
                     body["metadata"]["namespace"] = namespace
                 await api.create(body, namespace)
@@ -46,7 +47,8 @@ async def apply_one(api: ApiClient, m: Manifest, namespace: str | None) -> str:
             return "configured"
         except ApiError as e:
             # 409: someone wrote between our GET and PUT (or created it first): read again, once.
-            if e.is_conflict and attempt == 1:
+            # Not when the manifest carries its own resourceVersion: that conflict is the answer.
+            if e.is_conflict and attempt == 1 and not m.obj["metadata"].get("resourceVersion"):
                 continue
             raise
     raise AssertionError("unreachable")
