@@ -7,6 +7,8 @@ checked there is exactly what a user sees in a terminal.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import queue
@@ -15,9 +17,10 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -398,3 +401,68 @@ def test_server_port_in_use(cluster: Cluster) -> None:
     assert res.returncode == 1
     assert "Traceback" not in res.stderr
     assert res.stderr.strip().splitlines()[-1].startswith(f"error: cannot serve on {listen}: ")
+
+
+# ---- the Informer that gateway, scheduler and controllers build on, against the real server ----
+
+
+async def test_informer_follows_real_changes_across_watch_reconnects(cluster: Cluster) -> None:
+    from fleetlet.server.client import ApiClient, ClientConfig, Informer
+
+    config = ClientConfig.load(config_path=cluster.env["FLEETLET_CONFIG"], server=cluster.url)
+    seen: asyncio.Queue[tuple[str, str, str]] = asyncio.Queue()
+
+    def record(kind: str) -> Callable[..., None]:
+        def handler(*objs: dict[str, Any]) -> None:
+            new = objs[-1]
+            seen.put_nowait((kind, new["metadata"]["name"], (new.get("data") or {}).get("v", "")))
+
+        return handler
+
+    async with ApiClient.from_config(config) as api:
+        await api.create(cm("pre", "0"))
+        watches = 0
+        real_watch = api.watch
+
+        def counting_watch(*args: Any, **kwargs: Any) -> Any:
+            nonlocal watches
+            watches += 1
+            return real_watch(*args, **kwargs)
+
+        api.watch = counting_watch  # type: ignore[method-assign]
+        informer = Informer(
+            api,
+            "configmaps",
+            "default",
+            label_selector="inf=1",
+            on_add=record("add"),
+            on_update=record("update"),
+            on_delete=record("delete"),
+            watch_timeout_seconds=1,  # the server ends each stream after 1s: exercise the resume path
+        )
+        task = asyncio.create_task(informer.run())
+        try:
+            assert await asyncio.wait_for(seen.get(), 30) == ("add", "pre", "0")
+            await api.create(cm("live", "1"))
+            assert await asyncio.wait_for(seen.get(), 30) == ("add", "live", "1")
+            await asyncio.sleep(2.5)  # let at least one stream end and resume (not a timing assertion)
+            await api.patch("cm", "live", {"data": {"v": "2"}}, "default")
+            assert await asyncio.wait_for(seen.get(), 30) == ("update", "live", "2")
+            await api.delete("cm", "live", "default")
+            assert await asyncio.wait_for(seen.get(), 30) == ("delete", "live", "2")
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        assert set(informer.cache) == {"default/pre"}
+        assert watches >= 2  # the stream did end and the informer reconnected
+        assert informer.relists == 1  # ... resuming from the last resourceVersion, never relisting
+
+
+def cm(name: str, v: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "fleetlet.io/v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": "default", "labels": {"inf": "1"}},
+        "data": {"v": v},
+    }
