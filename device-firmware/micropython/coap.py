@@ -20,10 +20,10 @@ import os
 try:
     from time import ticks_add, ticks_diff, ticks_ms
 except ImportError:  # CPython: only the codec is used there, but keep the module importable
-    import time as _time
+    from time import monotonic
 
     def ticks_ms():
-        return int(_time.monotonic() * 1000)
+        return int(monotonic() * 1000)
 
     def ticks_diff(a, b):
         return a - b
@@ -36,28 +36,20 @@ CON, NON, ACK, RST = 0, 1, 2, 3
 GET, POST, PUT, DELETE = 1, 2, 3, 4
 VALID, CONTENT = 0x43, 0x45
 
-IF_MATCH = 1
-ETAG = 4
-OBSERVE = 6
-LOCATION_PATH = 8
-URI_PATH = 11
-CONTENT_FORMAT = 12
-MAX_AGE = 14
-URI_QUERY = 15
-ACCEPT = 17
-BLOCK2 = 23
-SIZE2 = 28
+# option numbers
+IF_MATCH, ETAG, OBSERVE, LOCATION_PATH, URI_PATH, CONTENT_FORMAT = 1, 4, 6, 8, 11, 12
+MAX_AGE, URI_QUERY, ACCEPT, BLOCK2, SIZE2 = 14, 15, 17, 23, 28
 
 
 class CoapError(Exception):
     pass
 
 
-class CoapTimeout(CoapError):
+class CoapTimeout(CoapError):  # no answer after all retransmissions
     pass
 
 
-class CoapReset(CoapError):
+class CoapReset(CoapError):  # the peer answered with RST
     pass
 
 
@@ -188,15 +180,17 @@ class Message:
     def max_age(self):
         return to_uint(self.opt(MAX_AGE, b"\x3c"))  # default 60 s
 
-    @property
-    def content_format(self):
-        v = self.opt(CONTENT_FORMAT)
+    def uint_opt(self, num):
+        v = self.opt(num)
         return None if v is None else to_uint(v)
 
     @property
+    def content_format(self):
+        return self.uint_opt(CONTENT_FORMAT)
+
+    @property
     def observe(self):
-        v = self.opt(OBSERVE)
-        return None if v is None else to_uint(v)
+        return self.uint_opt(OBSERVE)
 
     @property
     def location_path(self):
@@ -204,8 +198,8 @@ class Message:
 
     @property
     def block2(self):
-        v = self.opt(BLOCK2)
-        return None if v is None else block_decode(to_uint(v))
+        v = self.uint_opt(BLOCK2)
+        return None if v is None else block_decode(v)
 
     @property
     def ok(self):
@@ -248,11 +242,8 @@ def block_decode(v):
 
 def fresher(v1, v2, t1, t2):
     """RFC 7641 3.4: is notification (v2 at ms t2) newer than (v1 at ms t1)?"""
-    return (
-        (v1 < v2 and v2 - v1 < 0x800000)
-        or (v1 > v2 and v1 - v2 > 0x800000)
-        or ticks_diff(t2, t1) > 128000
-    )
+    d = v2 - v1
+    return 0 < d < 0x800000 or d < -0x800000 or ticks_diff(t2, t1) > 128000
 
 
 def split_uri(path, query=None):
@@ -334,17 +325,8 @@ class Observation:
 
 
 class Client:
-    def __init__(
-        self,
-        transport,
-        ack_timeout=2.0,
-        ack_random_factor=1.5,
-        max_retransmit=4,
-        response_timeout=30.0,
-        block_size=512,
-        token_len=4,
-        obs_margin=5,
-    ):
+    def __init__(self, transport, ack_timeout=2.0, ack_random_factor=1.5, max_retransmit=4,
+                 response_timeout=30.0, block_size=512, token_len=4, obs_margin=5):
         self.transport = transport
         self.ack_timeout = ack_timeout
         self.ack_random_factor = ack_random_factor
@@ -513,22 +495,13 @@ class Client:
             self._pending.remove(ex)
 
     # -- public API --
-    async def request(
-        self,
-        method,
-        path,
-        payload=b"",
-        query=None,
-        content_format=None,
-        etag=None,
-        accept=None,
-        observe=None,
-        confirmable=True,
-        sink=None,
-        _token=None,
-        _obs=None,
-    ):
-        """Send a request; Block2 bodies are fetched whole (or streamed into sink(bytes))."""
+    async def request(self, method, path, payload=b"", query=None, content_format=None, etag=None,
+                      accept=None, observe=None, confirmable=True, sink=None, _token=None, _obs=None):
+        """Send a request and return the response Message (CoapTimeout/CoapReset on failure).
+
+        A Block2 body is fetched whole into a bytearray payload, or, with sink, passed block by
+        block to sink(bytes) and not kept (for blobs on small heaps).
+        """
         self.start()
         if isinstance(payload, str):
             payload = payload.encode()
@@ -612,11 +585,13 @@ class Client:
             o.registering = False
 
     async def _watch_loop(self):
+        i = 0
         while True:
             await asyncio.sleep_ms(250)
             now = ticks_ms()
             for o in self._obs:
                 if o.active and not o.registering and ticks_diff(now, o.due) >= 0:
-                    asyncio.create_task(self._register(o))
-            if not self._pending:
-                gc.collect()
+                    asyncio.create_task(self._register(o))  # silent too long: register again
+            i += 1
+            if not self._pending and not i & 7:
+                gc.collect()  # idle: a quiet point, every 2 s

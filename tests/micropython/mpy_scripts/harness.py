@@ -1,5 +1,6 @@
 # Shared bits for the MicroPython test scripts: argv[1] is the peer's UDP port on 127.0.0.1.
 import asyncio
+import binascii
 import json
 import sys
 
@@ -27,4 +28,4 @@ def run(main):
 
 
 def hexs(b):
-    return "".join(f"{x:02x}" for x in b) if b is not None else None
+    return binascii.hexlify(b).decode() if b is not None else None

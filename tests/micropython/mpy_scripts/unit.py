@@ -1,4 +1,5 @@
 # No network: codec, dedup, Observe ordering and RST/ACK replies, on the real interpreter.
+import binascii
 import json
 
 import coap
@@ -16,7 +17,7 @@ class FakeTransport:
 
 
 def hexs(b):
-    return "".join(f"{x:02x}" for x in b)
+    return binascii.hexlify(b).decode()
 
 
 out = {}
