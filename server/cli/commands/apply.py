@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import copy
+from typing import TYPE_CHECKING
 
 import click
 
-from ...client.api import ApiClient
 from ...client.errors import ApiError
 from ..context import CliState, pass_state
 from ..errors import CliError, UserError, format_error
 from ..manifests import Manifest, load_manifests
 from ..merge import plan_update, with_last_applied
+
+if TYPE_CHECKING:
+    from ...client.api import ApiClient
 
 
 def resolve_namespace(m: Manifest, flag: str | None) -> str | None:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
-from ...client.api import ApiClient
 from ...client.errors import ApiError
 from ...client.resources import ResourceType
 from ..context import CliState, pass_state
@@ -12,6 +13,9 @@ from ..errors import CliError, UserError, format_error
 from ..manifests import load_manifests
 from .apply import resolve_namespace
 from .get import namespace_scope, split_kind_and_names
+
+if TYPE_CHECKING:
+    from ...client.api import ApiClient
 
 CASCADE = {"background": "Background", "foreground": "Foreground", "orphan": "Orphan"}
 

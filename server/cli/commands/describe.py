@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from ...client.api import ApiClient
 from ...client.errors import ApiError
 from ..context import CliState, pass_state
 from ..printers import describe_text
 from .get import namespace_scope, split_kind_and_names
+
+if TYPE_CHECKING:
+    from ...client.api import ApiClient
 
 
 @click.command("describe")

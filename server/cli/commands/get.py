@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import contextlib
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from ...client.api import ApiClient
 from ...client.errors import ApiError
 from ...client.resources import ResourceType, resolve
 from ..context import CliState, pass_state
 from ..errors import CliError, UserError, format_error
 from ..printers import as_list, columns_for, dump, object_name, render_table, table_rows
+
+if TYPE_CHECKING:
+    from ...client.api import ApiClient
 
 OUTPUTS = ("wide", "json", "yaml", "name")
 

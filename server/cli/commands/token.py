@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from ...client.api import ApiClient
 from ...client.resources import API_VERSION
 from ..context import CliState, pass_state
 from ..errors import UserError
+
+if TYPE_CHECKING:
+    from ...client.api import ApiClient
 
 ROLES = ("admin", "operator", "viewer", "gateway")
 _DURATION = re.compile(r"(\d+)([smhdw])")

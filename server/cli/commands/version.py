@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from ...client.api import ApiClient
 from ..context import CliState, pass_state
+
+if TYPE_CHECKING:
+    from ...client.api import ApiClient
 
 
 def client_version() -> str:
