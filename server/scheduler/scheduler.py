@@ -1,0 +1,483 @@
+"""The scheduler process: informers feed a cache and a queue; the leader schedules and binds.
+
+Flow (kube-scheduler's, shrunk):
+
+    informers(devices, gateways, workloads) --> Cache (snapshot) + SchedulingQueue
+    leader only:  pop --> Framework.schedule(cache) --> cache.assume --> bind (in the background)
+                                                   \\-> Scheduled=False + FailedScheduling Event
+
+Binding goes through the API's ``binding`` subresource, which is atomic and answers 409 when
+the workload is already bound, so even two schedulers that both think they lead can never
+bind a workload twice. Leader election keeps a second scheduler from placing on the same
+devices with a different view of what is allocated (over-commit) and from wasting work.
+
+Scheduling cycles are CPU work on the event loop: the loop takes a batch, schedules it
+against the snapshot (assumed binds count at once), starts the binds (up to
+``max_binds_in_flight``) and yields, so HTTP round trips overlap with the next cycles.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Coroutine, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from fleetlet.server.client import ApiClient, ApiError, Informer
+from fleetlet.server.leaderelection import DEFAULT_LEASE_NAMESPACE, LeaderElector, default_identity, now_micro
+
+from .framework import Framework
+from .objects import (
+    Obj,
+    WorkloadInfo,
+    is_bound,
+    is_pending,
+    is_terminated,
+    object_key,
+    parse_device,
+    parse_gateway,
+    parse_workload,
+)
+from .plugins import default_framework
+from .queue import ClusterEvent, QueuedWorkload, SchedulingQueue
+from .snapshot import Cache
+
+log = logging.getLogger("fleetlet.scheduler")
+
+SCHEDULED = "Scheduled"
+REASON_UNSCHEDULABLE = "Unschedulable"
+REASON_FAILED_SCHEDULING = "FailedScheduling"
+COMPONENT = "fleetlet-scheduler"
+
+
+@dataclass
+class SchedulerStats:
+    cycles: int = 0
+    bound: int = 0
+    bind_conflicts: int = 0
+    bind_errors: int = 0
+    unschedulable: int = 0
+    status_patches: int = 0
+    events: int = 0
+    expired_assumptions: int = 0
+    leader_transitions: int = 0
+    bind_latencies: list[float] = field(default_factory=list)  # queue entry -> bind answered (s)
+
+
+@dataclass
+class _EventRecord:
+    name: str
+    message: str
+    count: int
+    first: str
+    last_sent: float
+
+
+def _scheduled_condition(obj: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    status = (obj or {}).get("status")
+    conditions = status.get("conditions") if isinstance(status, dict) else None
+    if not isinstance(conditions, list):
+        return None
+    for c in conditions:
+        if isinstance(c, dict) and c.get("type") == SCHEDULED:
+            return c
+    return None
+
+
+def _with_condition(obj: Mapping[str, Any] | None, condition: Obj) -> list[Obj]:
+    """The object's conditions with ``condition`` replacing (or added as) its type."""
+    status = (obj or {}).get("status")
+    conditions = status.get("conditions") if isinstance(status, dict) else None
+    out = [c for c in (conditions or []) if isinstance(c, dict) and c.get("type") != condition["type"]]
+    old = _scheduled_condition(obj) if condition["type"] == SCHEDULED else None
+    if old is not None and old.get("status") == condition["status"] and old.get("lastTransitionTime"):
+        condition = {**condition, "lastTransitionTime": old["lastTransitionTime"]}
+    out.append(condition)
+    return out
+
+
+class Scheduler:
+    def __init__(
+        self,
+        client: ApiClient,
+        *,
+        name: str = "fleetlet-scheduler",
+        leader_election: bool = True,
+        identity: str | None = None,
+        lease_namespace: str = DEFAULT_LEASE_NAMESPACE,
+        lease_duration: float = 15.0,
+        framework: Framework | None = None,
+        max_binds_in_flight: int = 64,
+        batch_size: int = 32,
+        assume_ttl: float = 30.0,
+        event_interval: float = 60.0,
+        max_writes_in_flight: int = 16,
+        queue: SchedulingQueue | None = None,
+    ) -> None:
+        self.client = client
+        self.name = name
+        self.identity = identity or default_identity()
+        self.framework = framework or default_framework()
+        self.cache = Cache(assume_ttl=assume_ttl)
+        self.queue = queue or SchedulingQueue()
+        self.batch_size = batch_size
+        self.max_binds_in_flight = max_binds_in_flight
+        self.event_interval = event_interval
+        self.stats = SchedulerStats()
+        self.elector: LeaderElector | None = None
+        if leader_election:
+            self.elector = LeaderElector(
+                client,
+                name=name,
+                namespace=lease_namespace,
+                identity=self.identity,
+                lease_duration=lease_duration,
+                on_started_leading=self._started_leading,
+                on_stopped_leading=self._stopped_leading,
+            )
+        self._bind_slots = asyncio.Semaphore(max_binds_in_flight)
+        self._write_slots = asyncio.Semaphore(max_writes_in_flight)
+        self._binds: set[asyncio.Task[None]] = set()
+        self._writes: set[asyncio.Task[None]] = set()
+        self._lead_task: asyncio.Task[None] | None = None
+        self._leading = False
+        self._reported: dict[str, str] = {}  # workload key -> the Unschedulable message last written
+        self._events: dict[str, _EventRecord] = {}
+        self.devices = Informer(
+            client, "devices", on_add=self._device_added, on_update=self._device_updated,
+            on_delete=self._device_deleted,
+        )  # fmt: skip
+        self.gateways = Informer(
+            client, "gateways", on_add=self._gateway_added, on_update=self._gateway_updated,
+            on_delete=self._gateway_deleted,
+        )  # fmt: skip
+        self.workloads = Informer(
+            client, "workloads", on_add=self._workload_added, on_update=self._workload_updated,
+            on_delete=self._workload_deleted,
+        )  # fmt: skip
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    @property
+    def is_leader(self) -> bool:
+        if self.elector is None:
+            return self._leading
+        return self._leading and self.elector.is_leader
+
+    async def wait_synced(self) -> None:
+        for inf in (self.devices, self.gateways, self.workloads):
+            await inf.wait_synced()
+
+    async def run(self) -> None:
+        """Watch the fleet, campaign for leadership, schedule while leading. Ends by cancellation."""
+        informer_tasks = [
+            asyncio.create_task(inf.run(), name=f"{self.name}-informer-{inf.resource.plural}")
+            for inf in (self.devices, self.gateways, self.workloads)
+        ]
+        housekeeping = asyncio.create_task(self._housekeeping(), name=f"{self.name}-housekeeping")
+        try:
+            await self.wait_synced()
+            log.info(
+                "%s: synced %d devices, %d pending workloads",
+                self.identity, len(self.cache), len(self.queue),
+            )  # fmt: skip
+            if self.elector is not None:
+                await self.elector.run()
+            else:
+                await self._started_leading()
+                await asyncio.Event().wait()
+        finally:
+            await self._stopped_leading()
+            for t in [*informer_tasks, housekeeping, *self._writes]:
+                t.cancel()
+            for t in [*informer_tasks, housekeeping, *self._writes]:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await t
+
+    async def _started_leading(self) -> None:
+        self._leading = True
+        self.stats.leader_transitions += 1
+        if self._lead_task is None or self._lead_task.done():
+            self._lead_task = asyncio.create_task(self._lead(), name=f"{self.name}-schedule")
+
+    async def _stopped_leading(self) -> None:
+        """Stop binding at once; let binds already sent finish (they are atomic) before the
+        lease is released, so a successor sees them in its cache."""
+        self._leading = False
+        task, self._lead_task = self._lead_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._binds:
+            await asyncio.wait(list(self._binds), timeout=5.0)
+
+    # -- the scheduling loop -------------------------------------------------------------------
+    async def _lead(self) -> None:
+        await self._catch_up_bound()
+        log.info("%s: scheduling (%d pending)", self.identity, len(self.queue))
+        while True:
+            first = await self.queue.pop()
+            batch = [first, *self.queue.pop_batch(self.batch_size - 1)]
+            i = 0
+            try:
+                while i < len(batch):
+                    await self._bind_slots.acquire()
+                    if not self.is_leader:
+                        self._bind_slots.release()
+                        break
+                    self._schedule_one(batch[i])
+                    i += 1
+            finally:
+                for q in batch[i:]:
+                    self.queue.requeue_inflight(q)
+            if not self.is_leader:
+                return
+            await asyncio.sleep(0)
+
+    async def _catch_up_bound(self) -> None:
+        """A new leader's barrier: every bind made so far (by any scheduler) is in the cache."""
+        try:
+            listing = await self.client.list_all("workloads", field_selector="spec.deviceName!=")
+        except ApiError as e:
+            log.warning("%s: could not list bound workloads (%s); relying on the watch", self.identity, e)
+            return
+        for obj in listing.get("items") or []:
+            self.cache.set_workload(parse_workload(obj))
+            self.queue.delete(object_key(obj))
+
+    def _schedule_one(self, q: QueuedWorkload) -> None:
+        """One cycle for one workload (CPU only): assume and start the bind, or record why not."""
+        info = q.info
+        if self.cache.placement(info.key) is not None:
+            self._bind_slots.release()
+            self.queue.done(info.key)
+            return
+        self.stats.cycles += 1
+        result = self.framework.schedule(self.cache, info)
+        if result.device is None:
+            self._bind_slots.release()
+            self.stats.unschedulable += 1
+            self.queue.add_unschedulable(q, result.failed_plugins, q.cycle)
+            self._report_unschedulable(info, result.summary)
+            return
+        self.cache.assume(info, result.device)
+        task = asyncio.create_task(self._bind(q, result.device))
+        self._binds.add(task)
+        task.add_done_callback(self._binds.discard)
+
+    async def _bind(self, q: QueuedWorkload, device: str) -> None:
+        info = q.info
+        try:
+            await self.client.bind(info.namespace, info.name, device)
+        except asyncio.CancelledError:
+            self.cache.forget(info.key)
+            self.queue.requeue_inflight(q)
+            raise
+        except ApiError as e:
+            self.cache.forget(info.key)
+            latest = self.workloads.get(info.name, info.namespace)
+            if e.is_conflict and (latest is None or not is_pending(latest)):
+                self.stats.bind_conflicts += 1
+                self.queue.done(info.key)  # bound by someone else: the watch tells us where
+            else:
+                # 409 while our view still says pending, 404 (device gone), 5xx, connection: retry.
+                self.stats.bind_errors += 1
+                log.info("%s: binding %s to %s failed: %s", self.identity, info.key, device, e)
+                self.queue.add_retry(q)
+            return
+        finally:
+            self._bind_slots.release()
+        self.cache.finish_binding(info.key)
+        self.queue.done(info.key)
+        self.stats.bound += 1
+        self.stats.bind_latencies.append(time.monotonic() - q.initial_timestamp)
+        self._reported.pop(info.key, None)
+        self._events.pop(info.key, None)
+        latest = self.workloads.get(info.name, info.namespace)
+        cond = _scheduled_condition(latest)
+        if cond is not None and cond.get("status") != "True":
+            self._spawn_write(self._patch_scheduled(info, latest, "True", SCHEDULED, f"bound to {device}"))
+
+    # -- unschedulable: condition and event ----------------------------------------------------
+    def _report_unschedulable(self, info: WorkloadInfo, message: str) -> None:
+        latest = self.workloads.get(info.name, info.namespace)
+        cond = _scheduled_condition(latest)
+        unchanged_on_server = (
+            cond is not None
+            and cond.get("status") == "False"
+            and cond.get("reason") == REASON_UNSCHEDULABLE
+            and cond.get("message") == message
+        )
+        if not unchanged_on_server and self._reported.get(info.key) != message:
+            self._reported[info.key] = message
+            self._spawn_write(self._patch_scheduled(info, latest, "False", REASON_UNSCHEDULABLE, message))
+        self._record_event(info, message)
+
+    def _record_event(self, info: WorkloadInfo, message: str) -> None:
+        """One FailedScheduling Event per message; a repeat bumps its count at most once per interval."""
+        now = time.monotonic()
+        rec = self._events.get(info.key)
+        if rec is not None and rec.message == message:
+            if now - rec.last_sent < self.event_interval:
+                return
+            rec.count += 1
+            rec.last_sent = now
+            self._spawn_write(self._bump_event(info, rec))
+            return
+        rec = _EventRecord(f"{info.name}.{uuid.uuid4().hex[:16]}", message, 1, now_micro(), now)
+        self._events[info.key] = rec
+        self._spawn_write(self._create_event(info, rec))
+
+    async def _patch_scheduled(
+        self, info: WorkloadInfo, latest: Mapping[str, Any] | None, status: str, reason: str, message: str
+    ) -> None:
+        condition: Obj = {
+            "type": SCHEDULED,
+            "status": status,
+            "reason": reason,
+            "message": message,
+            "lastTransitionTime": now_micro(),
+        }
+        patch = {"status": {"conditions": _with_condition(latest, condition)}}
+        try:
+            await self.client.patch_status("workloads", info.name, patch, info.namespace)
+            self.stats.status_patches += 1
+        except ApiError as e:
+            if status == "False":
+                self._reported.pop(info.key, None)  # try again on the next failure
+            if not e.is_not_found:
+                log.info("%s: status of %s: %s", self.identity, info.key, e)
+
+    def _event_body(self, info: WorkloadInfo, rec: _EventRecord) -> Obj:
+        return {
+            "apiVersion": "fleetlet.io/v1",
+            "kind": "Event",
+            "metadata": {"name": rec.name, "namespace": info.namespace},
+            "involvedObject": {
+                "apiVersion": "fleetlet.io/v1",
+                "kind": "Workload",
+                "namespace": info.namespace,
+                "name": info.name,
+                "uid": info.uid,
+            },
+            "reason": REASON_FAILED_SCHEDULING,
+            "message": rec.message,
+            "type": "Warning",
+            "count": rec.count,
+            "firstTimestamp": rec.first,
+            "lastTimestamp": now_micro(),
+            "source": {"component": COMPONENT},
+            "reportingComponent": COMPONENT,
+            "action": "Scheduling",
+        }
+
+    async def _create_event(self, info: WorkloadInfo, rec: _EventRecord) -> None:
+        try:
+            await self.client.create(self._event_body(info, rec), info.namespace)
+            self.stats.events += 1
+        except ApiError as e:
+            log.info("%s: event for %s: %s", self.identity, info.key, e)
+
+    async def _bump_event(self, info: WorkloadInfo, rec: _EventRecord) -> None:
+        patch = {"count": rec.count, "lastTimestamp": now_micro()}
+        try:
+            await self.client.patch("events", rec.name, patch, info.namespace)
+            self.stats.events += 1
+        except ApiError as e:
+            if e.is_not_found:
+                await self._create_event(info, rec)
+            else:
+                log.info("%s: event for %s: %s", self.identity, info.key, e)
+
+    def _spawn_write(self, coro: Coroutine[Any, Any, None]) -> None:
+        async def bounded() -> None:
+            async with self._write_slots:
+                await coro
+
+        task = asyncio.create_task(bounded())
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    # -- housekeeping ----------------------------------------------------------------------------
+    async def _housekeeping(self, period: float = 1.0) -> None:
+        while True:
+            await asyncio.sleep(period)
+            expired = self.cache.cleanup_expired()
+            if expired:
+                self.stats.expired_assumptions += len(expired)
+                log.warning(
+                    "%s: %d assumed binds never confirmed; retrying them", self.identity, len(expired)
+                )
+                for key in expired:
+                    ns, _, name = key.partition("/")
+                    obj = self.workloads.get(name, ns)
+                    if obj is not None and is_pending(obj):
+                        self.queue.add(parse_workload(obj))
+                self.queue.move_all(ClusterEvent.WORKLOAD_FREED)
+            self.queue.flush_unschedulable_leftover()
+
+    # -- informer handlers (run on the loop, between cycles) --------------------------------------
+    def _device_added(self, obj: Obj) -> None:
+        self.cache.upsert_device(obj)
+        self.queue.move_all(ClusterEvent.DEVICE_ADD)
+
+    def _device_updated(self, old: Obj, new: Obj) -> None:
+        info = parse_device(new)
+        node = self.cache.node(info.name)
+        if node is not None and node.device == info:
+            return  # a heartbeat or another change no filter looks at
+        self.cache.set_device(info)
+        self.queue.move_all(ClusterEvent.DEVICE_UPDATE)
+
+    def _device_deleted(self, obj: Obj) -> None:
+        self.cache.remove_device(str((obj.get("metadata") or {}).get("name", "")))
+
+    def _gateway_added(self, obj: Obj) -> None:
+        self.cache.upsert_gateway(obj)
+        self.queue.move_all(ClusterEvent.GATEWAY_ADD)
+
+    def _gateway_updated(self, old: Obj, new: Obj) -> None:
+        info = parse_gateway(new)
+        if self.cache.gateway(info.name) == info:
+            return
+        self.cache.set_gateway(info)
+        self.queue.move_all(ClusterEvent.GATEWAY_UPDATE)
+
+    def _gateway_deleted(self, obj: Obj) -> None:
+        self.cache.remove_gateway(str((obj.get("metadata") or {}).get("name", "")))
+
+    def _workload_added(self, obj: Obj) -> None:
+        self._workload_changed(None, obj)
+
+    def _workload_updated(self, old: Obj, new: Obj) -> None:
+        self._workload_changed(old, new)
+
+    def _workload_changed(self, old: Obj | None, new: Obj) -> None:
+        info = parse_workload(new)
+        key = info.key
+        freed = old is not None and (
+            (is_bound(old) and not is_bound(new))
+            or (is_bound(new) and is_terminated(new) and not is_terminated(old))
+        )
+        self.cache.set_workload(info)
+        if is_pending(new):
+            if self.cache.placement(key) is None:
+                self.queue.add(info)
+        elif key in self.queue and self.queue.where(key) != "inflight":
+            self.queue.delete(key)
+        if freed:
+            self.queue.move_all(ClusterEvent.WORKLOAD_FREED)
+
+    def _workload_deleted(self, obj: Obj) -> None:
+        key = object_key(obj)
+        placed = self.cache.placement(key)
+        self.cache.remove_workload(key)
+        self.queue.delete(key)
+        self._reported.pop(key, None)
+        self._events.pop(key, None)
+        if placed is not None:
+            self.queue.move_all(ClusterEvent.WORKLOAD_FREED)
