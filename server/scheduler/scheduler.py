@@ -295,12 +295,9 @@ class Scheduler:
         self.queue.done(info.key)
         self.stats.bound += 1
         self.stats.bind_latencies.append(time.monotonic() - q.initial_timestamp)
+        # The binding subresource itself sets Scheduled=True (reason Bound) with the bind.
         self._reported.pop(info.key, None)
         self._events.pop(info.key, None)
-        latest = self.workloads.get(info.name, info.namespace)
-        cond = _scheduled_condition(latest)
-        if cond is not None and cond.get("status") != "True":
-            self._spawn_write(self._patch_scheduled(info, latest, "True", SCHEDULED, f"bound to {device}"))
 
     # -- unschedulable: condition and event ----------------------------------------------------
     def _report_unschedulable(self, info: WorkloadInfo, message: str) -> None:
