@@ -139,7 +139,7 @@ async def test_rollout_through_waves_with_min_ready(tmp_path: Path) -> None:
                 samples.append((st["currentWave"], revs.get(v2, 0), sum(revs.values())))
             return await all_on(env, "web", v2, 4)
 
-        await eventually(done, "v2 everywhere", timeout=30)
+        await eventually(done, "v2 everywhere", within=30)
         assert targets == [1, 2, 4]
         waves_seen = {w for w, _, _ in samples}
         assert {1, 2, 3} <= waves_seen, f"the rollout should pass through every wave: {samples}"
@@ -249,7 +249,7 @@ async def test_failing_wave_rolls_back_automatically(tmp_path: Path) -> None:
         template["spec"]["containers"][0]["image"] = "nginx:bad"
         await env.client.patch("deployments", "web", {"spec": {"template": template}}, NS)
         bad = template_hash(template)
-        await eventually(rolled_back, "rolled back to v1", timeout=30)
+        await eventually(rolled_back, "rolled back to v1", within=30)
 
         dep = await env.deploy("web")
         assert template_hash(dep["spec"]["template"]) == v1
@@ -285,9 +285,51 @@ async def test_every_device_rollout_in_waves(tmp_path: Path) -> None:
                 seen.append((st["currentWave"], revs.get(v2, 0)))
             return await all_on(env, "agent", v2, 4)
 
-        await eventually(done, "v2 on every device", timeout=30)
+        await eventually(done, "v2 on every device", within=30)
         assert all(n <= 1 for w, n in seen if w == 1), f"wave 1 is one device: {seen}"
         assert any(w == 2 for w, _ in seen)
         devices = sorted(w["spec"]["deviceName"] for w in await env.workloads("agent"))
         assert devices == ["d1", "d2", "d3", "d4"]
         assert all(w["metadata"]["labels"][REVISION_LABEL] == v2 for w in await env.workloads("agent"))
+
+
+async def test_rollout_cli_history_status_pause_undo(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+    from fleetlet.server.cli.main import cli
+
+    async with controller_env(tmp_path) as env:
+        await env.fleet.add_gateway()
+        await env.fleet.add_device("d1")
+        env.fleet.start()
+        await env.client.create(deployment("web", replicas=1, strategy={"maxUnavailable": 1}), NS)
+        v1 = template_hash((await env.deploy("web"))["spec"]["template"])
+        await eventually(lambda: all_on(env, "web", v1, 1), "v1")
+        v2 = await set_image(env, "web", "nginx:2")
+        await eventually(lambda: all_on(env, "web", v2, 1), "v2")
+        runner = CliRunner()
+        environ = {
+            "FLEETLET_SERVER": env.client.server,
+            "FLEETLET_TOKEN": env.client.token or "",
+            "FLEETLET_CONFIG": str(tmp_path / "cli.yaml"),
+        }
+
+        async def run(*args: str) -> str:
+            result = await asyncio.to_thread(runner.invoke, cli, list(args), env=environ)
+            assert result.exit_code == 0, result.output
+            return str(result.output)
+
+        out = await run("rollout", "history", "deployment/web")
+        assert v1 in out and v2 in out and "current template" in out
+        out = await run("rollout", "status", "web", "--timeout", "10")
+        assert "successfully rolled out" in out
+        await run("rollout", "pause", "web")
+        assert (await env.deploy("web"))["spec"]["paused"] is True
+        await run("rollout", "resume", "web")
+        assert (await env.deploy("web"))["spec"]["paused"] is False
+        out = await run("rollout", "undo", "web")
+        assert "revision 1" in out
+        await eventually(lambda: all_on(env, "web", v1, 1), "undone to v1")
+        bad = await asyncio.to_thread(
+            runner.invoke, cli, ["rollout", "undo", "web", "--to-revision", "9"], env=environ
+        )
+        assert bad.exit_code != 0 and "revision 9 not found" in bad.output

@@ -33,9 +33,9 @@ def now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-async def eventually(fn: Callable[[], Awaitable[T]], what: str, timeout: float = 15.0) -> T:
-    """Poll ``fn`` until it returns something truthy; fail with ``what`` after the deadline."""
-    deadline = time.monotonic() + timeout
+async def eventually(fn: Callable[[], Awaitable[T]], what: str, within: float = 15.0) -> T:
+    """Poll ``fn`` until it returns something truthy; fail with ``what`` after ``within`` seconds."""
+    deadline = time.monotonic() + within
     last: Any = None
     while time.monotonic() < deadline:
         try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from fleetlet.server.controllers import rollout as ro
 from fleetlet.server.controllers.rollout import WorkloadView as W
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-
 from fleetlet.server.controllers.workqueue import ShutDown, WorkQueue
 
 
@@ -37,6 +36,7 @@ async def test_two_workers_never_hold_the_same_key() -> None:
     active: set[str] = set()
     overlaps = 0
     handled = 0
+    enough = asyncio.Event()
 
     async def worker() -> None:
         nonlocal overlaps, handled
@@ -51,14 +51,15 @@ async def test_two_workers_never_hold_the_same_key() -> None:
             await asyncio.sleep(0.001)
             q.add(key)  # re-added while processing
             handled += 1
+            if handled >= 60:
+                enough.set()
             active.discard(key)
             q.done(key)
 
     workers = [asyncio.create_task(worker()) for _ in range(4)]
     for k in ("x", "y"):
         q.add(k)
-    while handled < 60:
-        await asyncio.sleep(0.005)
+    await asyncio.wait_for(enough.wait(), timeout=10)
     await q.shutdown()
     await asyncio.gather(*workers)
     assert overlaps == 0

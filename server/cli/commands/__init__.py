@@ -17,6 +17,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "apply",
     "get",
     "describe",
+    "rollout",
     "delete",
     "token",
     "server",
