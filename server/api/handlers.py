@@ -173,10 +173,14 @@ async def create(api: ApiState, kind: Kind, body: Obj) -> web.Response:
     validate(kind.kind, body, extra=causes)
     if kind.namespaced:
         _check_namespace(api.store, body["metadata"]["namespace"])
-    created = await api.store.create(kind.plural, body)
+    # The body was parsed for this request alone, so the store may keep it without a copy,
+    # and the stored JSON text goes back as is.
+    raw = await api.store.create_raw(kind.plural, body, owned=True)
     if token is not None:
+        created = json.loads(raw)
         created.setdefault("status", {})["token"] = token
-    return obj_response(created, 201)
+        return obj_response(created, 201)
+    return raw_response(raw, 201)
 
 
 # -- replace and patch ------------------------------------------------------------------------

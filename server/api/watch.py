@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
 
 from aiohttp import web
 
@@ -136,42 +135,43 @@ async def _stream(
     timeout_s: float | None,
     bookmarks: bool,
 ) -> None:
+    """Send events as they come. One await per wake-up (not per event, not per timer): with
+    1,000 watchers each event costs a queue wake-up and a transport write per watcher."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s if timeout_s else None
     next_bookmark = loop.time() + api.bookmark_interval if bookmarks else None
-    pending: asyncio.Task[tuple[str, Any]] | None = None
+    timer: asyncio.TimerHandle | None = None
+
+    def arm() -> None:
+        nonlocal timer
+        now = loop.time()
+        wait = IDLE_CHECK_SECONDS
+        if deadline is not None:
+            wait = min(wait, deadline - now)
+        if next_bookmark is not None:
+            wait = min(wait, next_bookmark - now)
+        timer = loop.call_at(now + max(wait, 0.0), on_timer)
+
+    def on_timer() -> None:
+        watcher.poke()
+        arm()
+
+    arm()
     try:
         while True:
-            # A persistent task: waiting with a timeout must not cancel the watcher's read.
-            if pending is None:
-                pending = asyncio.ensure_future(watcher.__anext__())
-            now = loop.time()
-            wait = IDLE_CHECK_SECONDS
-            if deadline is not None:
-                wait = min(wait, deadline - now)
-            if next_bookmark is not None:
-                wait = min(wait, next_bookmark - now)
-            if wait > 0:
-                await asyncio.wait({pending}, timeout=wait)
-            if pending.done():
-                try:
-                    first = pending.result()
-                except StopAsyncIteration:
-                    return
-                finally:
-                    pending = None
-                lines = [first[1].line(first[0])]
-                ended = first[0] == ERROR
-                # Drain what is already queued without waiting, and send it in one write.
-                while not ended and watcher.pending() and len(lines) < 512:
-                    try:
-                        etype, ev = await watcher.__anext__()
-                    except StopAsyncIteration:
+            try:
+                batch = await watcher.next_batch()
+            except StopAsyncIteration:
+                return
+            if batch:
+                ended = False
+                lines = []
+                for etype, ev in batch:
+                    lines.append(ev.line(etype))
+                    if etype == ERROR:
                         ended = True
                         break
-                    lines.append(ev.line(etype))
-                    ended = etype == ERROR
-                await resp.write(b"".join(lines))
+                await resp.write(lines[0] if len(lines) == 1 else b"".join(lines))
                 if ended:
                     return
             now = loop.time()
@@ -181,16 +181,13 @@ async def _stream(
                 rv = _bookmark_revision(api, watcher)
                 await resp.write(bookmark_event(kind.kind, API_VERSION, rv).line())
                 next_bookmark = now + api.bookmark_interval
-            transport = request.transport
-            if transport is None or transport.is_closing():
-                return
-            if api.shutting_down:
-                return
+            if not batch:
+                transport = request.transport
+                if transport is None or transport.is_closing() or api.shutting_down:
+                    return
     finally:
-        if pending is not None:
-            pending.cancel()
-            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-                await pending
+        if timer is not None:
+            timer.cancel()
 
 
 __all__ = ["serve_watch"]

@@ -21,7 +21,6 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    bindparam,
     create_engine,
     delete,
     event,
@@ -99,6 +98,8 @@ class SQLBackend:
         if self.dialect == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._lock_conn: Any = None
+        # DB-API paramstyle of the driver: sqlite3 is qmark, psycopg is format.
+        self._param = "?" if self.dialect == "sqlite" else "%s"
         # Set by the writer; read by metrics.
         self.last_compaction_step_ms = 0.0
 
@@ -147,50 +148,40 @@ class SQLBackend:
 
     # -- writes (writer thread) ------------------------------------------------------------
     def commit(self, rows: Sequence[Row], revision: int) -> None:
-        """Write one batch in one transaction: one fsync for the whole group."""
+        """Write one batch in one transaction: one fsync for the whole group.
+
+        Statements go straight to the DB-API driver (executemany with tuples): SQLAlchemy's
+        per-row parameter processing cost more than the fsync at batch sizes of 64 and up.
+        """
         # The objects table needs only each key's final state in this batch (rows are in order).
         last: dict[tuple[str, str, str], Row] = {}
         for r in rows:
             last[(r.resource, r.namespace, r.name)] = r
         upserts = [
-            {
-                "resource": r.resource,
-                "namespace": r.namespace,
-                "name": r.name,
-                "revision": r.revision,
-                "value": r.value,
-            }
+            (r.resource, r.namespace, r.name, r.revision, r.value)
             for r in last.values()
             if r.type != "DELETED"
         ]
-        deletes = [
-            {"r": r.resource, "ns": r.namespace, "n": r.name} for r in last.values() if r.type == "DELETED"
-        ]
+        deletes = [(r.resource, r.namespace, r.name) for r in last.values() if r.type == "DELETED"]
+        log_rows = [(r.revision, r.resource, r.namespace, r.name, r.type, r.value) for r in rows]
+        p = self._param
         with self.engine.begin() as conn:
-            conn.execute(update(meta_table).where(meta_table.c.id == 1).values(revision=revision))
-            conn.execute(
-                log_table.insert(),
-                [
-                    {
-                        "revision": r.revision,
-                        "resource": r.resource,
-                        "namespace": r.namespace,
-                        "name": r.name,
-                        "type": r.type,
-                        "value": r.value,
-                    }
-                    for r in rows
-                ],
+            conn.exec_driver_sql(f"UPDATE fleetlet_meta SET revision = {p} WHERE id = 1", (revision,))
+            conn.exec_driver_sql(
+                "INSERT INTO fleetlet_log (revision, resource, namespace, name, type, value) "
+                f"VALUES ({p}, {p}, {p}, {p}, {p}, {p})",
+                log_rows,
             )
             if upserts:
-                conn.execute(self._upsert(), upserts)
+                conn.exec_driver_sql(
+                    "INSERT INTO fleetlet_objects (resource, namespace, name, revision, value) "
+                    f"VALUES ({p}, {p}, {p}, {p}, {p}) ON CONFLICT (resource, namespace, name) "
+                    "DO UPDATE SET revision = excluded.revision, value = excluded.value",
+                    upserts,
+                )
             if deletes:
-                conn.execute(
-                    delete(objects_table).where(
-                        objects_table.c.resource == bindparam("r"),
-                        objects_table.c.namespace == bindparam("ns"),
-                        objects_table.c.name == bindparam("n"),
-                    ),
+                conn.exec_driver_sql(
+                    f"DELETE FROM fleetlet_objects WHERE resource = {p} AND namespace = {p} AND name = {p}",
                     deletes,
                 )
 

@@ -17,10 +17,10 @@ import binascii
 import builtins
 import json
 import logging
+import os
 import secrets
 import string
 import time
-import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -41,8 +41,25 @@ UpdateFn = Callable[[Obj], Obj]
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
+_clock_cache: tuple[int, str] = (0, "")
+
+
 def now_rfc3339() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """The current UTC time in RFC 3339 at second precision, formatted once per second."""
+    global _clock_cache
+    sec = int(time.time())
+    if _clock_cache[0] != sec:
+        _clock_cache = (sec, datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    return _clock_cache[1]
+
+
+def _new_uid() -> str:
+    """A random (version 4) UUID; os.urandom in one call is cheaper than uuid.uuid4()'s path."""
+    b = bytearray(os.urandom(16))
+    b[6] = (b[6] & 0x0F) | 0x40
+    b[8] = (b[8] & 0x3F) | 0x80
+    h = b.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def _content(obj: Obj) -> Obj:
@@ -86,6 +103,7 @@ class _Op:
     fn: UpdateFn | None = None
     expected_rv: str | None = None
     expected_uid: str | None = None
+    owned: bool = False
 
 
 @dataclass(slots=True)
@@ -342,12 +360,18 @@ class Store:
         if self._closed:
             raise Unavailable("store closed")
         self._queue.put_nowait(op)
-        return await asyncio.shield(op.future)
+        # No shield: a caller cancelled before the writer reaches its op skips it; one cancelled
+        # later may still commit, as a Kubernetes request whose client went away may.
+        return await op.future
 
     def _new_future(self) -> asyncio.Future[tuple[Obj, str]]:
         return asyncio.get_running_loop().create_future()
 
     async def create(self, resource: str, obj: Obj) -> Obj:
+        return json.loads(await self.create_raw(resource, obj))  # type: ignore[no-any-return]
+
+    async def create_raw(self, resource: str, obj: Obj, *, owned: bool = False) -> str:
+        """Create and return the stored JSON text. ``owned``: the store may keep ``obj`` (no copy)."""
         meta = obj.get("metadata") or {}
         name = meta.get("name") or ""
         if not name:
@@ -356,15 +380,10 @@ class Store:
                 raise Invalid("metadata.name: Required value: name or generateName is required")
             alphabet = string.ascii_lowercase + string.digits
             name = prefix + "".join(secrets.choice(alphabet) for _ in range(5))
-        op = _Op("create", resource, meta.get("namespace") or "", name, self._new_future(), obj=obj)
-        return (await self._submit(op))[0]
-
-    async def create_raw(self, resource: str, obj: Obj) -> str:
-        meta = obj.get("metadata") or {}
-        if not meta.get("name") and not meta.get("generateName"):
-            raise Invalid("metadata.name: Required value: name or generateName is required")
-        obj2 = await self.create(resource, obj)
-        return await self.get_raw(resource, obj2["metadata"].get("namespace", ""), obj2["metadata"]["name"])
+        op = _Op(
+            "create", resource, meta.get("namespace") or "", name, self._new_future(), obj=obj, owned=owned
+        )
+        return (await self._submit(op))[1]
 
     async def guaranteed_update(
         self,
@@ -381,6 +400,22 @@ class Store:
         ``fn`` runs on the writer, serialized with every other write, so read-modify-write needs no
         retry loop. It may raise a StoreError (for example Conflict) to refuse the change.
         """
+        raw = await self.guaranteed_update_raw(
+            resource, namespace, name, fn, expected_rv=expected_rv, expected_uid=expected_uid
+        )
+        return json.loads(raw)  # type: ignore[no-any-return]
+
+    async def guaranteed_update_raw(
+        self,
+        resource: str,
+        namespace: str,
+        name: str,
+        fn: UpdateFn,
+        *,
+        expected_rv: str | None = None,
+        expected_uid: str | None = None,
+    ) -> str:
+        """Like guaranteed_update, but returns the stored JSON text (no decode)."""
         op = _Op(
             "update",
             resource,
@@ -391,7 +426,7 @@ class Store:
             expected_rv=expected_rv,
             expected_uid=expected_uid,
         )
-        return (await self._submit(op))[0]
+        return (await self._submit(op))[1]
 
     async def update(self, resource: str, obj: Obj) -> Obj:
         """Replace an object; ``metadata.resourceVersion``, when set, is a precondition (409 if stale)."""
@@ -424,7 +459,7 @@ class Store:
             expected_rv=expected_rv,
             expected_uid=expected_uid,
         )
-        return (await self._submit(op))[0]
+        return json.loads((await self._submit(op))[1])  # type: ignore[no-any-return]
 
     # -- the writer -----------------------------------------------------------------------
     def _apply(
@@ -435,7 +470,7 @@ class Store:
             if current is not None:
                 raise AlreadyExists(f'{op.resource} "{op.name}" already exists')
             assert op.obj is not None
-            obj = json.loads(_dumps(op.obj))  # detach from the caller's dict
+            obj = op.obj if op.owned else json.loads(_dumps(op.obj))  # detach from the caller's dict
             meta = obj.setdefault("metadata", {})
             meta.pop("generateName", None) if meta.get("name") else None
             meta["name"] = op.name
@@ -443,7 +478,7 @@ class Store:
                 meta["namespace"] = op.namespace
             else:
                 meta.pop("namespace", None)
-            meta["uid"] = str(uuid.uuid4())
+            meta["uid"] = _new_uid()
             meta["creationTimestamp"] = now_rfc3339()
             meta["generation"] = 1
             meta["resourceVersion"] = str(revision)
@@ -580,7 +615,7 @@ class Store:
             self._hub.publish(events)
         for op, obj, raw in done:
             if not op.future.done():
-                op.future.set_result((json.loads(raw) if obj is not None else obj, raw))
+                op.future.set_result((obj, raw))
 
     # -- watch ----------------------------------------------------------------------------
     def watch(

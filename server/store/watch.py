@@ -95,6 +95,10 @@ def filter_event(ev: WatchEvent, namespace: str | None, predicate: Predicate | N
     return None
 
 
+# A wake-up with no event, queued by Watcher.poke.
+_TICK: Any = ("TICK", None)
+
+
 class Watcher:
     """An async iterator of (type, event) pairs for one client."""
 
@@ -177,9 +181,51 @@ class Watcher:
         got = await self._queue.get()
         if got is None:
             raise StopAsyncIteration
+        if got is _TICK:
+            return await self.__anext__()
         if got[1].revision:
             self.last_revision = got[1].revision
         return got
+
+    async def next_batch(self, max_items: int = 512) -> list[tuple[str, WatchEvent]]:
+        """Wait for at least one event (or a poke), then take what is queued without waiting.
+
+        Returns [] when woken by ``poke`` with nothing to send; raises StopAsyncIteration at the end.
+        One await per wake-up, not per event: this is the fan-out hot path.
+        """
+        if self._history is not None:
+            fetch, self._history = self._history, None
+            self.add_backlog(await fetch())
+        out: list[tuple[str, WatchEvent]] = []
+        while self._backlog and len(out) < max_items:
+            out.append(self._backlog.popleft())
+        if not out:
+            if self.closed and self._queue.empty():
+                raise StopAsyncIteration
+            got = await self._queue.get()
+            if got is None:
+                raise StopAsyncIteration
+            if got is not _TICK:
+                out.append(got)
+        queue = self._queue
+        while len(out) < max_items and not queue.empty():
+            got = queue.get_nowait()
+            if got is None:
+                self.closed = True
+                break
+            if got is not _TICK:
+                out.append(got)
+        if out:
+            self.last_revision = out[-1][1].revision or self.last_revision
+        return out
+
+    def poke(self) -> None:
+        """Wake a consumer blocked in next_batch (for timers: bookmarks, deadlines, idle checks)."""
+        if not self.closed:
+            try:
+                self._queue.put_nowait(_TICK)
+            except asyncio.QueueFull:
+                pass  # it has plenty to wake up for already
 
     def pending(self) -> int:
         return self._queue.qsize() + len(self._backlog)
