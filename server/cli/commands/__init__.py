@@ -21,6 +21,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "delete",
     "token",
     "server",
+    "controlplane",
+    "gateway",
+    "device",
     "config",
     "version",
 )

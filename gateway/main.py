@@ -1,0 +1,133 @@
+"""``fleetlet gateway``: wire the local store, provider, CoAP server and upstream together.
+
+    await run_gateway(GatewayConfig(name="gw1", server="http://127.0.0.1:8080", token="flt_..."))
+
+The CoAP side starts first, from the local store, so devices are served even when the API
+server is down; the upstream connects (and reconnects) on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("fleetlet.gateway")
+
+
+@dataclass
+class GatewayConfig:
+    name: str
+    server: str
+    token: str | None
+    listen: str = "127.0.0.1:5683"
+    data_dir: Path = Path("/var/lib/fleetlet-gateway")
+    labels: dict[str, str] = field(default_factory=dict)
+    lifetime: int = 3600  # registration lifetime, seconds
+    offline_after: float = 90.0  # silent this long: Offline (3 x a 30 s report interval)
+    volatile_interval: float = 15.0  # lastSeen/freeMemory/uptime written at most this often
+    flush_interval: float = 1.0
+    max_age: int = 60  # Max-Age of the desired document, the poll hint for sleepy devices
+    refresh_interval: float = 60.0  # re-read referenced Secrets/ConfigMaps
+    lease_interval: float = 10.0
+    registry_mirror: str | None = None  # upstream registry URL, or None for no mirror
+    registry_mirror_listen: str = "127.0.0.1:5001"
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    text = listen.strip()
+    if text.startswith("["):
+        host, _, port = text[1:].partition("]:")
+    else:
+        host, _, port = text.rpartition(":")
+    try:
+        number = int(port)
+    except ValueError:
+        raise ValueError(f"invalid listen address {listen!r}: expected host:port") from None
+    if not 0 <= number <= 65535:
+        raise ValueError(f"invalid listen address {listen!r}: port out of range")
+    return host or "127.0.0.1", number
+
+
+async def _every(seconds: float, fn: Any) -> None:
+    while True:
+        await asyncio.sleep(seconds)
+        try:
+            result = fn()
+            if asyncio.iscoroutine(result):
+                await result
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("periodic task %s failed", getattr(fn, "__name__", fn))
+
+
+async def run_gateway(cfg: GatewayConfig, *, ready: asyncio.Event | None = None) -> None:
+    from fleetlet.server.client import ApiClient
+
+    from .coap_provider import CoapDeviceProvider
+    from .coap_server import GatewaySite, start_server
+    from .devices import DeviceTable
+    from .localstore import LocalStore
+    from .status_sync import StatusSync
+    from .upstream import Upstream
+
+    host, port = parse_listen(cfg.listen)
+    cfg.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    store = await LocalStore.open(cfg.data_dir / "gateway.db")
+    api = ApiClient(cfg.server, cfg.token, timeout=15.0, connect_timeout=5.0)
+    upstream = Upstream(
+        api,
+        store,
+        cfg.name,
+        labels=cfg.labels,
+        coap_address=f"{host}:{port}",
+        lease_interval=cfg.lease_interval,
+    )
+    status = StatusSync(
+        upstream, store, flush_interval=cfg.flush_interval, volatile_interval=cfg.volatile_interval
+    )
+    devices = DeviceTable(lifetime=cfg.lifetime, offline_after=cfg.offline_after)
+    provider = CoapDeviceProvider(store, status, upstream, devices=devices, events=upstream)
+    mirror: Any = None
+    ctx: Any = None
+    try:
+        await provider.load()
+        await status.load()
+        site = GatewaySite(provider, max_age=cfg.max_age)
+        provider.on_doc_changed = site.devices.notify
+        upstream.attach(provider, status)
+        ctx = await start_server(site, host, port)
+        log.info(
+            "gateway %s: CoAP on %s:%d, API %s, data in %s", cfg.name, host, port, cfg.server, cfg.data_dir
+        )
+        if cfg.registry_mirror:
+            from .registry_mirror import RegistryMirror
+
+            mirror = RegistryMirror(
+                cfg.registry_mirror, cfg.data_dir / "registry-mirror", cfg.registry_mirror_listen
+            )
+            await mirror.start()
+            log.info("registry mirror of %s on %s", cfg.registry_mirror, cfg.registry_mirror_listen)
+        if ready is not None:
+            ready.set()
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(upstream.run())
+            tg.create_task(status.run())
+            tg.create_task(_every(1.0, provider.sweep))
+            tg.create_task(_every(cfg.refresh_interval, provider.refresh_refs))
+    finally:
+        with contextlib.suppress(Exception):
+            await status.save_all()
+        if mirror is not None:
+            with contextlib.suppress(Exception):
+                await mirror.stop()
+        if ctx is not None:
+            with contextlib.suppress(Exception):
+                await ctx.shutdown()
+        await api.close()
+        await store.close()
+        log.info("gateway %s stopped", cfg.name)

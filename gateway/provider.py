@@ -1,0 +1,72 @@
+"""Provider interfaces, in the style of virtual-kubelet's ``PodLifecycleHandler`` and ``NodeProvider``.
+
+The gateway's upstream half (gateway/upstream.py, gateway/node.py) watches the API and calls a
+:class:`WorkloadProvider` for every Workload bound to one of its devices; it asks a
+:class:`NodeProvider` what to report on the Gateway object. The CoAP device provider
+(gateway/coap_provider.py) is one implementation: it turns Workloads into per-device
+desired documents. Another transport (say MQTT, or OSCORE-only devices) would be another
+implementation of the same two protocols.
+
+Workloads and devices are passed as the API's JSON objects (``dict``), as virtual-kubelet
+passes ``*v1.Pod``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+Obj = dict[str, Any]
+
+
+@runtime_checkable
+class WorkloadProvider(Protocol):
+    """Lifecycle of the workloads bound to this gateway's devices.
+
+    Calls are idempotent: ``create_workload`` of a workload the provider already has is an
+    update, ``delete_workload`` of an unknown one is a no-op. Errors a provider cannot act on
+    (a missing ConfigMap, say) are reported through the workload's status, not raised.
+    """
+
+    async def create_workload(self, workload: Obj) -> None: ...
+
+    async def update_workload(self, workload: Obj) -> None: ...
+
+    async def delete_workload(self, workload: Obj) -> None: ...
+
+    async def get_workload_status(self, namespace: str, name: str) -> Obj | None:
+        """The status the provider last derived from its device (``None``: nothing known)."""
+        ...
+
+    async def list_workloads(self) -> list[Obj]:
+        """The workloads the provider currently delivers (the objects it was given)."""
+        ...
+
+
+@runtime_checkable
+class DeviceSource(Protocol):
+    """How a provider learns about the Device objects of its gateway."""
+
+    async def upsert_device(self, device: Obj) -> None: ...
+
+    async def delete_device(self, device: Obj) -> None: ...
+
+
+@runtime_checkable
+class NodeProvider(Protocol):
+    """What the gateway reports on its Gateway object (the virtual node)."""
+
+    def capacity(self) -> Obj:
+        """Resources summed over the devices that are Online (``{"memory": ..., "cpu": ...}``)."""
+        ...
+
+    def device_count(self) -> tuple[int, int]:
+        """(devices known, devices Online)."""
+        ...
+
+    def conditions(self) -> list[Obj]:
+        """Extra node conditions from the provider (the gateway adds Ready itself)."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise if the provider cannot serve devices (its transport is down)."""
+        ...

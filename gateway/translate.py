@@ -1,0 +1,339 @@
+"""Workload (API JSON) -> one entry of a device's desired document (wire protocol v1).
+
+MicroPython app modules given inline (``source``) or by ``configMapRef`` become blobs,
+content-addressed by SHA-256; the entry carries only their references. Docker containers
+carry their env resolved from Secrets and ConfigMaps. References are read through a
+:class:`RefResolver`, so the translation itself never talks HTTP.
+
+Desired documents: :func:`encode_doc` builds the CBOR; its ``gen`` is chosen by the caller
+from :func:`content_hash`, which covers the workloads only, so a gateway that rebuilds the
+same content (after a restart or a relist) keeps gen and ETag, and devices restart nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from fleetlet.hardware.quantity import parse_bytes, parse_cpu_millis
+
+from .wire import (
+    VERSION_KEY,
+    WIRE_VERSION,
+    BlobRef,
+    ConfigValue,
+    Container,
+    DesiredDoc,
+    DockerWorkload,
+    HttpGet,
+    MicroPythonWorkload,
+    Port,
+    Probe,
+    Resources,
+    RestartPolicy,
+    WireError,
+    Workload,
+    encode_value,
+)
+
+Obj = dict[str, Any]
+
+RESTART_POLICIES = {
+    "Always": RestartPolicy.ALWAYS,
+    "OnFailure": RestartPolicy.ON_FAILURE,
+    "Never": RestartPolicy.NEVER,
+}
+
+
+class TranslateError(Exception):
+    """The workload cannot be delivered as it is (e.g. a referenced ConfigMap key is missing)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+class RefResolver(Protocol):
+    """Reads Secrets and ConfigMaps; answers ``None`` for one that does not exist."""
+
+    async def secret(self, namespace: str, name: str) -> Obj | None: ...
+
+    async def configmap(self, namespace: str, name: str) -> Obj | None: ...
+
+
+@dataclass(slots=True)
+class Translated:
+    """The wire entry (plain CBOR-ready object) and the blobs it references."""
+
+    entry: dict[int, Any]
+    blobs: dict[bytes, bytes] = field(default_factory=dict)
+    refs: frozenset[str] = frozenset()  # "secret:ns/name", "configmap:ns/name" it read
+
+
+def _d(value: Any) -> Obj:
+    return value if isinstance(value, dict) else {}
+
+
+class _Refs:
+    """Caches each referenced object for one translation and records what was read."""
+
+    def __init__(self, resolver: RefResolver, namespace: str) -> None:
+        self.resolver = resolver
+        self.ns = namespace
+        self.read: set[str] = set()
+        self._cache: dict[str, Obj | None] = {}
+
+    async def _get(self, kind: str, name: str) -> Obj | None:
+        key = f"{kind}:{self.ns}/{name}"
+        self.read.add(key)
+        if key not in self._cache:
+            if kind == "secret":
+                self._cache[key] = await self.resolver.secret(self.ns, name)
+            else:
+                self._cache[key] = await self.resolver.configmap(self.ns, name)
+        return self._cache[key]
+
+    async def secret_data(self, name: str, *, optional: bool = False) -> dict[str, bytes] | None:
+        obj = await self._get("secret", name)
+        if obj is None:
+            if optional:
+                return None
+            raise TranslateError("SecretNotFound", f'secret "{self.ns}/{name}" not found')
+        out: dict[str, bytes] = {}
+        for k, v in _d(obj.get("data")).items():
+            try:
+                out[str(k)] = base64.b64decode(str(v), validate=True)
+            except ValueError:
+                raise TranslateError(
+                    "InvalidSecret", f'secret "{self.ns}/{name}" key {k}: bad base64'
+                ) from None
+        for k, v in _d(obj.get("stringData")).items():
+            out[str(k)] = str(v).encode()
+        return out
+
+    async def configmap_data(self, name: str, *, optional: bool = False) -> dict[str, str] | None:
+        obj = await self._get("configmap", name)
+        if obj is None:
+            if optional:
+                return None
+            raise TranslateError("ConfigMapNotFound", f'configmap "{self.ns}/{name}" not found')
+        return {str(k): str(v) for k, v in _d(obj.get("data")).items()}
+
+    async def key(self, kind: str, ref: Obj, what: str) -> bytes | None:
+        name, key, optional = str(ref.get("name", "")), str(ref.get("key", "")), bool(ref.get("optional"))
+        if kind == "secret":
+            sdata = await self.secret_data(name, optional=optional)
+            value: bytes | None = None if sdata is None else sdata.get(key)
+        else:
+            cdata = await self.configmap_data(name, optional=optional)
+            text = None if cdata is None else cdata.get(key)
+            value = None if text is None else text.encode()
+        if value is None and not optional:
+            raise TranslateError("KeyNotFound", f'{what}: key "{key}" not found in {kind} "{self.ns}/{name}"')
+        return value
+
+
+async def translate_workload(workload: Obj, resolver: RefResolver) -> Translated:
+    """The wire entry for one Workload. Raises :class:`TranslateError` if it cannot be built."""
+    meta, spec = _d(workload.get("metadata")), _d(workload.get("spec"))
+    ns = str(meta.get("namespace") or "default")
+    refs = _Refs(resolver, ns)
+    uid = str(meta.get("uid") or "")
+    name = f"{ns}/{meta.get('name', '')}"
+    generation = int(meta.get("generation") or 1)
+    policy = RESTART_POLICIES.get(str(spec.get("restartPolicy") or "Always"), RestartPolicy.ALWAYS)
+    runtime = spec.get("runtime")
+    blobs: dict[bytes, bytes] = {}
+    wl: Workload
+    try:
+        if runtime == "micropython":
+            wl = await _micropython(uid, name, generation, policy, _d(spec.get("app")), refs, blobs)
+        elif runtime == "docker":
+            containers = [await _container(_d(c), refs) for c in spec.get("containers") or []]
+            if not containers:
+                raise TranslateError("InvalidSpec", "a docker workload needs at least one container")
+            wl = DockerWorkload(uid, name, generation, tuple(containers), policy)
+        else:
+            raise TranslateError("InvalidSpec", f"unsupported runtime {runtime!r}")
+        entry = wl.to_obj()
+        # Never hand a device what a peer following the CDDL would reject.
+        DesiredDoc.from_obj({VERSION_KEY: WIRE_VERSION, 1: 0, 2: [entry]}, "desired")
+    except WireError as e:
+        raise TranslateError("InvalidSpec", f"cannot encode for the device: {e}") from None
+    except (ValueError, TypeError) as e:
+        raise TranslateError("InvalidSpec", str(e)) from None
+    return Translated(entry, blobs, frozenset(refs.read))
+
+
+async def _micropython(
+    uid: str,
+    name: str,
+    generation: int,
+    policy: RestartPolicy,
+    app: Obj,
+    refs: _Refs,
+    blobs: dict[bytes, bytes],
+) -> MicroPythonWorkload:
+    modules: list[BlobRef] = []
+    for i, m in enumerate(app.get("modules") or []):
+        m = _d(m)
+        fname = str(m.get("name") or "")
+        data: bytes | None
+        if isinstance(m.get("source"), str):
+            data = str(m["source"]).encode()
+        elif isinstance(m.get("configMapRef"), dict):
+            data = await refs.key("configmap", m["configMapRef"], f"app.modules[{i}]")
+        elif isinstance(m.get("sha256"), str):
+            # Published elsewhere: the device fetches it from this gateway's blob store.
+            modules.append(BlobRef(bytes.fromhex(m["sha256"]), int(m.get("size") or 0), fname))
+            continue
+        else:
+            raise TranslateError("InvalidSpec", f"app.modules[{i}]: needs source, configMapRef or sha256")
+        assert data is not None
+        digest = hashlib.sha256(data).digest()
+        blobs[digest] = data
+        modules.append(BlobRef(digest, len(data), fname))
+    config: dict[str, ConfigValue] = {}
+    for k, v in _d(app.get("config")).items():
+        config[str(k)] = v if v is None or isinstance(v, str | int | float | bool) else json.dumps(v)
+    secrets: dict[str, bytes] = {}
+    for sname in app.get("secrets") or []:
+        data_map = await refs.secret_data(str(sname))
+        assert data_map is not None
+        secrets.update(data_map)
+    return MicroPythonWorkload(
+        uid,
+        name,
+        generation,
+        entry=str(app.get("entry") or "main"),
+        modules=tuple(modules),
+        config=config,
+        secrets=secrets,
+        restart_policy=policy,
+    )
+
+
+async def _container(c: Obj, refs: _Refs) -> Container:
+    cname = str(c.get("name") or "")
+    env: dict[str, str] = {}
+    for e in c.get("env") or []:
+        e = _d(e)
+        ename = str(e.get("name") or "")
+        if "value" in e:
+            env[ename] = str(e["value"])
+            continue
+        vf = _d(e.get("valueFrom"))
+        kind = "secret" if "secretKeyRef" in vf else "configmap"
+        ref = _d(vf.get("secretKeyRef") or vf.get("configMapKeyRef"))
+        value = await refs.key(kind, ref, f"container {cname} env {ename}")
+        if value is not None:
+            env[ename] = value.decode(errors="replace")
+        elif not ref:
+            env[ename] = ""
+    ports = tuple(
+        Port(
+            int(p["containerPort"]),
+            int(p["hostPort"]) if p.get("hostPort") else None,
+            "udp" if str(p.get("protocol") or "TCP").upper() == "UDP" else "tcp",
+        )
+        for p in (_d(x) for x in c.get("ports") or [])
+    )
+    named = {
+        str(_d(p).get("name")): int(_d(p)["containerPort"]) for p in c.get("ports") or [] if _d(p).get("name")
+    }
+    limits = _d(_d(c.get("resources")).get("limits"))
+    resources = None
+    if limits:
+        resources = Resources(
+            memory=parse_bytes(limits["memory"]) if "memory" in limits else None,
+            cpu=parse_cpu_millis(limits["cpu"]) if "cpu" in limits else None,
+        )
+    return Container(
+        name=cname,
+        image=str(c.get("image") or ""),
+        command=tuple(str(x) for x in c.get("command") or []),
+        args=tuple(str(x) for x in c.get("args") or []),
+        env=env,
+        ports=ports,
+        resources=resources,
+        liveness=_probe(c.get("livenessProbe"), named, cname),
+        readiness=_probe(c.get("readinessProbe"), named, cname),
+    )
+
+
+def _port_of(value: Any, named: dict[str, int], where: str) -> int:
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    if isinstance(value, str) and value in named:
+        return named[value]
+    raise TranslateError("InvalidSpec", f"{where}: unknown port {value!r}")
+
+
+def _probe(p: Any, named: dict[str, int], cname: str) -> Probe | None:
+    if not isinstance(p, dict):
+        return None
+    where = f"container {cname} probe"
+    exec_: tuple[str, ...] = ()
+    http_get: HttpGet | None = None
+    tcp_port: int | None = None
+    if isinstance(p.get("exec"), dict):
+        exec_ = tuple(str(x) for x in p["exec"].get("command") or [])
+    elif isinstance(p.get("httpGet"), dict):
+        h = p["httpGet"]
+        http_get = HttpGet(str(h.get("path") or "/"), _port_of(h.get("port"), named, where))
+    elif isinstance(p.get("tcpSocket"), dict):
+        tcp_port = _port_of(p["tcpSocket"].get("port"), named, where)
+    else:
+        return None
+    return Probe(
+        exec=exec_,
+        http_get=http_get,
+        tcp_port=tcp_port,
+        initial_delay=int(p.get("initialDelaySeconds") or 0),
+        period=int(p.get("periodSeconds") or 0),
+        timeout=int(p.get("timeoutSeconds") or 0),
+        failure_threshold=int(p.get("failureThreshold") or 0),
+        success_threshold=int(p.get("successThreshold") or 0),
+    )
+
+
+# ---- desired documents -----------------------------------------------------------------------
+
+
+def sort_entries(entries: Sequence[dict[int, Any]]) -> list[dict[int, Any]]:
+    """Document order: by name, then uid, so equal content always encodes to equal bytes."""
+    return sorted(entries, key=lambda e: (str(e.get(2, "")), str(e.get(1, ""))))
+
+
+def content_hash(entries: Sequence[dict[int, Any]]) -> bytes:
+    """SHA-256 over the (sorted) workload entries: what decides whether gen must change."""
+    return hashlib.sha256(encode_value(list(entries), max_size=None)).digest()
+
+
+def encode_doc(gen: int, entries: Sequence[dict[int, Any]]) -> bytes:
+    """The desired document's CBOR (raises WireError past the wire's size limit)."""
+    obj: dict[int, Any] = {VERSION_KEY: WIRE_VERSION, 1: gen}
+    if entries:
+        obj[2] = list(entries)
+    return encode_value(obj)
+
+
+def etag_of(doc: bytes) -> bytes:
+    """8-byte ETag: a prefix of the document's SHA-256 (stable across gateway restarts)."""
+    return hashlib.sha256(doc).digest()[:8]
+
+
+def referenced_blobs(entries: Sequence[dict[int, Any]]) -> set[bytes]:
+    out: set[bytes] = set()
+    for e in entries:
+        for m in e.get(7) or []:
+            if isinstance(m, dict) and isinstance(m.get(1), bytes):
+                out.add(m[1])
+    return out
