@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -39,6 +40,19 @@ def parse_listen(listen: str) -> tuple[str, int]:
     if not 0 <= number <= 65535:
         raise ValueError(f"invalid listen address {listen!r}: port out of range")
     return host or "127.0.0.1", number
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
 
 
 def _client_url(host: str, port: int) -> str:
@@ -77,13 +91,13 @@ async def run_server(
         app = create_app(store, max_body=max_body)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
         await runner.setup()
-        site = web.TCPSite(runner, host, port, backlog=1024, reuse_address=True)
-        await site.start()
-        actual_port = port
-        server = getattr(site, "_server", None)
-        if port == 0 and server is not None and server.sockets:
-            actual_port = server.sockets[0].getsockname()[1]
+        # Bind first, write the admin credential and CLI config, and only then accept: whoever
+        # sees /healthz answer can rely on admin.token and the config file being there.
+        sock = _bind(host, port)
+        actual_port = sock.getsockname()[1]
         await ensure_admin(store, data_dir, _client_url(host, actual_port), config_path)
+        site = web.SockSite(runner, sock, backlog=1024)
+        await site.start()
         log.info(
             "fleetlet API server listening on http://%s:%d (backend %s, data dir %s)",
             host, actual_port, store.dialect, data_dir,

@@ -44,7 +44,8 @@ BY_KIND: dict[str, Kind] = {k.kind: k for k in KINDS}
 # Namespaces that always exist: created at startup and protected from deletion.
 DEFAULT_NAMESPACE = "default"
 NODE_LEASE_NAMESPACE = "fleetlet-node-lease"
-SYSTEM_NAMESPACES = (DEFAULT_NAMESPACE, NODE_LEASE_NAMESPACE)
+SYSTEM_NAMESPACE = "fleetlet-system"  # leader-election leases of the scheduler and controllers
+SYSTEM_NAMESPACES = (DEFAULT_NAMESPACE, NODE_LEASE_NAMESPACE, SYSTEM_NAMESPACE)
 
 # Namespaces carry this finalizer; the namespace controller removes it once the namespace is empty.
 NAMESPACE_FINALIZER = "fleetlet.io/namespace"

@@ -59,8 +59,27 @@ def load_run_server() -> Any:
     help="SQLAlchemy URL, e.g. postgresql+psycopg://... (default: SQLite in the data dir).",
 )
 @click.option("--log-level", type=click.Choice(LOG_LEVELS), default="info", show_default=True)
-def server_cmd(data_dir: Path | None, listen: str, database: str | None, log_level: str) -> None:
-    """Run the API server (store, API, auth) until Ctrl-C or SIGTERM."""
+@click.option(
+    "--scheduler/--no-scheduler",
+    default=True,
+    show_default=True,
+    help="Run the scheduler in this process (or run `fleetlet scheduler` separately).",
+)
+@click.option(
+    "--controllers/--no-controllers",
+    default=True,
+    show_default=True,
+    help="Run the controllers in this process (or run `fleetlet controllers` separately).",
+)
+def server_cmd(
+    data_dir: Path | None,
+    listen: str,
+    database: str | None,
+    log_level: str,
+    scheduler: bool,
+    controllers: bool,
+) -> None:
+    """Run the API server (store, API, auth), with the scheduler and controllers, until Ctrl-C or SIGTERM."""
     run_server = load_run_server()
     data_dir = data_dir or default_data_dir()
     logging.basicConfig(
@@ -74,10 +93,34 @@ def server_cmd(data_dir: Path | None, listen: str, database: str | None, log_lev
         # SIGTERM (systemd, docker stop, tests) shuts down as cleanly as Ctrl-C.
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, task.cancel)
+        loops: list[asyncio.Task[None]] = []
+
+        async def start_loops(app: Any) -> None:
+            if not (scheduler or controllers):
+                return
+            from fleetlet.server.control_loops import ControlLoopOptions, run_control_loops
+
+            # They talk to this server over loopback HTTP like any other client (only the API
+            # touches the store), with the admin credential written at first start.
+            token = (data_dir / "admin.token").read_text().strip()
+            host, _, port = listen.rpartition(":")
+            if host in ("", "0.0.0.0", "::", "[::]"):
+                host = "127.0.0.1"
+            opts = ControlLoopOptions(scheduler=scheduler, controllers=controllers)
+            loops.append(asyncio.create_task(run_control_loops(f"http://{host}:{port}", token, opts)))
+
         try:
-            await run_server(data_dir, listen=listen, database=database)
+            await run_server(data_dir, listen=listen, database=database, extra_startup=start_loops)
         except asyncio.CancelledError:
             pass
+        finally:
+            for t in loops:
+                t.cancel()
+            for t in loops:
+                try:
+                    await t
+                except (asyncio.CancelledError, Exception):
+                    pass
 
     try:
         asyncio.run(serve())
