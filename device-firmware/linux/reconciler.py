@@ -125,8 +125,11 @@ class Reconciler:
                 except Exception:
                     log.exception("reconcile pass failed")
                     timeout = self.resync
+                # asyncio.timeout, not wait_for: 3.11's wait_for can lose a cancellation that
+                # races with the inner wait finishing, which made stop() hang.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout)
+                    async with asyncio.timeout(timeout):
+                        await self._wake.wait()
                 self._wake.clear()
         finally:
             stats_task.cancel()

@@ -1,0 +1,223 @@
+"""The gateway's registry mirror: a pull-through cache in front of one upstream registry.
+
+It runs Debian's ``docker-registry`` (CNCF distribution 2.8) with ``proxy.remoteurl`` set, so
+the N devices behind one gateway fetch each blob from upstream once; later pulls are served
+from the gateway's disk. Devices reach it as ``<gateway>:<port>`` (plain HTTP; dockerd treats
+loopback as insecure by default, other addresses need ``insecure-registries`` on the device).
+
+    mirror = RegistryMirror("https://registry-1.docker.io", data_dir / "registry-mirror")
+    await mirror.start()
+    ...  # mirror.address == "127.0.0.1:5001"
+    await mirror.stop()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import socket
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+import yaml
+
+__all__ = ["DEFAULT_UPSTREAM", "RegistryMirror", "RegistryMirrorError", "find_registry_binary"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_UPSTREAM = "https://registry-1.docker.io"
+_CANDIDATES = ("/usr/bin/docker-registry", "docker-registry", "registry")
+
+
+class RegistryMirrorError(Exception):
+    """The mirror could not be configured or started; the message says why."""
+
+
+def find_registry_binary() -> str | None:
+    for cand in _CANDIDATES:
+        found = cand if os.path.isabs(cand) and os.access(cand, os.X_OK) else shutil.which(cand)
+        if found:
+            return found
+    return None
+
+
+class RegistryMirror:
+    """Writes a config.yml for ``docker-registry serve`` and runs it as a child process."""
+
+    def __init__(
+        self,
+        upstream_url: str = DEFAULT_UPSTREAM,
+        data_dir: str | os.PathLike[str] = "/var/lib/fleetlet-gateway/registry-mirror",
+        listen: str = "127.0.0.1:5001",
+        *,
+        binary: str | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        ttl: str | None = None,
+    ) -> None:
+        parts = urlsplit(upstream_url if "://" in upstream_url else f"https://{upstream_url}")
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise RegistryMirrorError(
+                f"registry mirror upstream must be an http(s) URL, got {upstream_url!r}"
+            )
+        self.upstream_url = f"{parts.scheme}://{parts.netloc}"
+        self.data_dir = Path(data_dir)
+        host, _, port = listen.rpartition(":")
+        if not host or not port.isdigit():
+            raise RegistryMirrorError(f"listen must be HOST:PORT, got {listen!r}")
+        if int(port) == 0:
+            port = str(_free_port(host))
+        self.listen = f"{host}:{port}"
+        self.binary = binary
+        self.username = username
+        self.password = password
+        self.ttl = ttl  # how long cached blobs stay (distribution default: 168h)
+        self._proc: asyncio.subprocess.Process | None = None
+        self._log_file: Any = None
+
+    @property
+    def address(self) -> str:
+        """``host:port`` to use as an image-name prefix or a daemon ``registry-mirrors`` entry."""
+        return self.listen
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.listen}"
+
+    @property
+    def upstream_host(self) -> str:
+        """The registry this mirror fronts, as it appears in image references."""
+        netloc = urlsplit(self.upstream_url).netloc
+        return "docker.io" if netloc in ("registry-1.docker.io", "index.docker.io", "docker.io") else netloc
+
+    @property
+    def config_path(self) -> Path:
+        return self.data_dir / "config.yml"
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "registry.log"
+
+    def config(self) -> dict[str, Any]:
+        proxy: dict[str, Any] = {"remoteurl": self.upstream_url}
+        if self.username:
+            proxy["username"] = self.username
+            proxy["password"] = self.password or ""
+        if self.ttl:
+            proxy["ttl"] = self.ttl
+        return {
+            "version": 0.1,
+            "log": {"level": "info", "fields": {"service": "fleetlet-registry-mirror"}},
+            "storage": {
+                "filesystem": {"rootdirectory": str(self.data_dir / "storage")},
+                "cache": {"blobdescriptor": "inmemory"},
+                # The scheduler of the proxy expires cached content; deletes must be allowed.
+                "delete": {"enabled": True},
+            },
+            "http": {"addr": self.listen, "headers": {"X-Content-Type-Options": ["nosniff"]}},
+            "proxy": proxy,
+        }
+
+    def write_config(self) -> Path:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.config_path.with_suffix(".tmp")
+        # 0600: the file may hold upstream credentials.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            yaml.safe_dump(self.config(), fh, sort_keys=False)
+        os.replace(tmp, self.config_path)
+        return self.config_path
+
+    async def start(self, ready_within: float = 30.0) -> None:
+        if self._proc is not None:
+            raise RegistryMirrorError("registry mirror already running")
+        binary = self.binary or find_registry_binary()
+        if binary is None:
+            raise RegistryMirrorError(
+                "docker-registry not found (install the Debian package docker-registry)"
+            )
+        config = await asyncio.to_thread(self.write_config)
+        self._log_file = await asyncio.to_thread(open, self.log_path, "ab")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
+        self._proc = await asyncio.create_subprocess_exec(
+            binary,
+            "serve",
+            str(config),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=self._log_file,
+            stderr=asyncio.subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+        try:
+            await self._wait_ready(ready_within)
+        except BaseException:
+            await self.stop()
+            raise
+        log.info("registry mirror for %s listening on %s", self.upstream_url, self.url)
+
+    async def _wait_ready(self, ready_within: float) -> None:
+        deadline = time.monotonic() + ready_within
+        async with aiohttp.ClientSession(trust_env=False) as session:
+            while True:
+                assert self._proc is not None
+                if self._proc.returncode is not None:
+                    raise RegistryMirrorError(
+                        f"docker-registry exited with code {self._proc.returncode}: {self.log_tail()}"
+                    )
+                try:
+                    async with session.get(f"{self.url}/v2/", timeout=aiohttp.ClientTimeout(total=2)) as r:
+                        if r.status in (200, 401):
+                            return
+                except (aiohttp.ClientError, TimeoutError):
+                    pass
+                if time.monotonic() > deadline:
+                    raise RegistryMirrorError(
+                        f"docker-registry not answering on {self.url}: {self.log_tail()}"
+                    )
+                await asyncio.sleep(0.1)
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.returncode is None
+
+    async def stop(self, grace: float = 10.0) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), grace)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+
+    async def __aenter__(self) -> RegistryMirror:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])

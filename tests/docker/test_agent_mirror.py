@@ -1,0 +1,163 @@
+"""Pull through the gateway's registry mirror: two agents, one upstream fetch per blob.
+
+Everything is real and on loopback: an "upstream" docker-registry with an image pushed to it,
+a second docker-registry run by RegistryMirror as a pull-through cache, and the private
+dockerd. dockerd treats 127.0.0.0/8 registries as insecure by default, so plain HTTP works.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import tarfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from fleetlet.agent.runtime import DockerRuntime
+from fleetlet.gateway.registry_mirror import RegistryMirror
+
+from tests.fixtures.docker import DockerEngine, busybox_rootfs_tar
+from tests.fixtures.ports import free_tcp_port
+from tests.fixtures.procs import ServerProcess
+from tests.fixtures.require import require
+
+from .conftest import AgentFactory, wait_until, workload
+
+pytestmark = pytest.mark.docker
+
+
+def _unique_image_tar() -> bytes:
+    """busybox plus a random marker file: a layer no other test (or pull) already has."""
+    buf = io.BytesIO(busybox_rootfs_tar(require("/bin/busybox", "a tiny image (busybox-static)")))
+    with tarfile.open(fileobj=buf, mode="a") as tar:
+        marker = uuid.uuid4().hex.encode()
+        info = tarfile.TarInfo("etc/marker")
+        info.size = len(marker)
+        tar.addfile(info, io.BytesIO(marker))
+    return buf.getvalue()
+
+
+@pytest.fixture
+def upstream(tmp_path: Path) -> Iterator[ServerProcess]:
+    binary = require("docker-registry", "a real image registry (Debian package docker-registry)")
+    port = free_tcp_port()
+    config = {
+        "version": 0.1,
+        "log": {"level": "info"},
+        "storage": {"filesystem": {"rootdirectory": str(tmp_path / "upstream-data")}},
+        "http": {"addr": f"127.0.0.1:{port}"},
+    }
+    cfg = tmp_path / "upstream.yml"
+    cfg.write_text(yaml.safe_dump(config))
+    proc = ServerProcess([binary, "serve", str(cfg)], log_dir=tmp_path / "logs", name="upstream-registry")
+    proc.start(wait_http=f"http://127.0.0.1:{port}/v2/")
+    proc.port = port  # type: ignore[attr-defined]
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+async def mirror(upstream: ServerProcess, tmp_path: Path) -> AsyncIterator[RegistryMirror]:
+    require("docker-registry", "a real image registry (Debian package docker-registry)")
+    m = RegistryMirror(
+        f"http://127.0.0.1:{upstream.port}",  # type: ignore[attr-defined]
+        tmp_path / "mirror",
+        listen="127.0.0.1:0",
+    )
+    await m.start()
+    yield m
+    await m.stop()
+
+
+def _blob_gets(log_text: str, repo: str) -> dict[str, int]:
+    """Count access-log GETs of each blob of ``repo``."""
+    counts: dict[str, int] = {}
+    for digest in re.findall(rf'"GET /v2/{re.escape(repo)}/blobs/(sha256:[0-9a-f]{{64}}) HTTP', log_text):
+        counts[digest] = counts.get(digest, 0) + 1
+    return counts
+
+
+async def test_second_agent_pulls_from_mirror_without_reaching_upstream(
+    make_agent: AgentFactory,
+    docker_engine: DockerEngine,
+    upstream: ServerProcess,
+    mirror: RegistryMirror,
+    tmp_path: Path,
+) -> None:
+    up = f"127.0.0.1:{upstream.port}"  # type: ignore[attr-defined]
+    ref = f"{up}/fleetlet/mirrortest:1"
+    docker_engine.cli("import", "-", ref, input=_unique_image_tar())
+    docker_engine.cli("push", ref)
+    docker_engine.cli("rmi", ref)
+    assert mirror.upstream_host == up
+
+    cfg = mirror.config_path.read_text()
+    assert f"remoteurl: http://{up}" in cfg
+
+    spec = workload("mirrored", [{"name": "m", "image": ref, "command": ["sleep", "3600"]}])
+    upstream_after: list[dict[str, int]] = []
+
+    async def one_device(n: int) -> None:
+        # Each round is a different device: its own runtime and data dir, and no local image.
+        agent = make_agent(
+            data_dir=tmp_path / f"agent{n}", registry_mirror=mirror.address, mirror_upstream=up
+        )
+        rec = agent.reconciler
+        await agent.apply(spec)
+        await wait_until(lambda: rec.report(spec.uid).state == "Running", what="running")
+        image = await agent.runtime.inspect_image(ref)
+        assert ref in image["RepoTags"]
+        # The mirror's name was only a means to pull: it is not left behind.
+        assert not any(t.startswith(mirror.address) for t in image["RepoTags"])
+        await agent.apply()
+        await wait_until(lambda: not rec.actual, what="removed")
+        await agent.stop()
+        docker_engine.cli("rmi", ref)
+        fetched = _blob_gets(upstream.log_text(), "fleetlet/mirrortest")
+        upstream_after.append(fetched)
+        # The cache writes blobs to its disk in the background: wait until it holds them all.
+        await wait_until(lambda: all(_cached(mirror, d) for d in fetched), what="mirror stored blobs")
+
+    await one_device(1)
+    await one_device(2)
+    first, second = upstream_after
+    mirror_gets = _blob_gets(mirror.log_tail(100_000), "fleetlet/mirrortest")
+    assert first, "upstream never served the image"
+    # The second device's pull did not reach upstream at all: every blob came from the cache.
+    # (distribution 2.8 fetches a blob twice on its first miss: one stream to the client, one
+    # to its storage. That is per gateway, not per device.)
+    assert second == first, (first, second)
+    assert all(count <= 2 for count in first.values()), first
+    # ... while the mirror itself served every blob to both devices.
+    assert set(mirror_gets) == set(first)
+    assert all(count == 2 for count in mirror_gets.values()), mirror_gets
+
+
+def _cached(mirror: RegistryMirror, digest: str) -> bool:
+    algo, _, hexd = digest.partition(":")
+    blob = mirror.data_dir / "storage/docker/registry/v2/blobs" / algo / hexd[:2] / hexd / "data"
+    return blob.is_file()
+
+
+async def test_pull_falls_back_to_registry_when_mirror_is_down(
+    make_agent: AgentFactory, docker_engine: DockerEngine, upstream: ServerProcess, tmp_path: Path
+) -> None:
+    up = f"127.0.0.1:{upstream.port}"  # type: ignore[attr-defined]
+    ref = f"{up}/fleetlet/fallback:1"
+    docker_engine.cli("import", "-", ref, input=_unique_image_tar())
+    docker_engine.cli("push", ref)
+    docker_engine.cli("rmi", ref)
+    dead_mirror = f"127.0.0.1:{free_tcp_port()}"
+    runtime = DockerRuntime(
+        docker_engine.host, data_dir=tmp_path / "a", registry_mirror=dead_mirror, mirror_upstream=up
+    )
+    try:
+        await runtime.pull(ref)
+        assert ref in (await runtime.inspect_image(ref))["RepoTags"]
+    finally:
+        runtime.close()
+        docker_engine.cli("rmi", ref, check=False)
+    assert _blob_gets(upstream.log_text(), "fleetlet/fallback")
