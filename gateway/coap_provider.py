@@ -94,13 +94,16 @@ class CoapDeviceProvider:
         self.store = store
         self.status = status
         self.resolver = resolver
-        self.devices = devices or DeviceTable()
-        self.events: EventSink = events or LogEvents()
+        self.devices = devices if devices is not None else DeviceTable()
+        self.events: EventSink = events if events is not None else LogEvents()
         self.live = False
         self._docs: dict[str, DocView] = {}
         self._hashes: dict[str, bytes] = {}
         self._entries: dict[str, dict[str, dict[int, Any]]] = {}
         self._wls: dict[str, _Wl] = {}  # by uid
+        # uid -> (device, status key, runtime) from stored documents: reports map to workloads
+        # even when the gateway restarted without its API server.
+        self._stored: dict[str, tuple[str, str, str]] = {}
         self._capacity: dict[str, tuple[int, int, int]] = {}
         self._blob_cache: OrderedDict[bytes, bytes] = OrderedDict()
         self._blob_cache_size = 0
@@ -118,6 +121,9 @@ class CoapDeviceProvider:
             try:
                 entries = decode_value(d.doc, max_size=None).get(2) or []
                 self._entries[d.device] = {str(e[1]): e for e in entries}
+                for e in entries:
+                    ns, _, name = str(e[2]).partition("/")
+                    self._stored[str(e[1])] = (d.device, object_key("workloads", ns, name), str(e[4]))
             except (WireError, AttributeError, KeyError, TypeError):
                 log.warning("stored document of %s is unreadable; it will be rebuilt", d.device)
         for name, cred in (await self.store.load_devices()).items():
@@ -203,6 +209,7 @@ class CoapDeviceProvider:
                 for uid in [u for u in entries if u not in known]:
                     del entries[uid]
             self.live = True
+            self._stored.clear()
             for device in set(self._entries) | set(self._docs):
                 await self._rebuild(device)
             keep: set[bytes] = set()
@@ -353,11 +360,23 @@ class CoapDeviceProvider:
         self.status.update(key, fields, volatile)
         for ws in report.workloads:
             info = self._wls.get(ws.uid)
-            if info is None or info.device != d.name:
+            if info is not None:
+                device, wkey, runtime, base = (
+                    info.device,
+                    info.key,
+                    info.runtime,
+                    info.obj.get("status") or {},
+                )
+            elif not self.live and ws.uid in self._stored:
+                device, wkey, runtime = self._stored[ws.uid]
+                base = {}
+            else:
+                device = ""
+            if device != d.name:
                 log.debug("device %s reports unknown workload %s", d.name, ws.uid)
                 continue
-            current = {**(info.obj.get("status") or {}), **self.status.last_known(info.key)}
-            self.status.update(info.key, workload_fields(ws, current, info.runtime))
+            current = {**base, **self.status.last_known(wkey)}
+            self.status.update(wkey, workload_fields(ws, current, runtime))
 
     def logs(self, d: DeviceState, batch: LogBatch) -> None:
         info = self._wls.get(batch.uid)

@@ -1,10 +1,10 @@
 """A small CPython device simulator speaking the fleetlet wire protocol over CoAP (aiocoap).
 
-    async with DeviceSim("dev1", token, port) as dev:
-        assert (await dev.register()).code == CREATED
-        doc, etag = await dev.desired()
-        data = await dev.blob(doc.workloads[0].modules[0].sha256)
-        await dev.report(Report(gen=doc.gen, workloads=(...)))
+async with DeviceSim("dev1", token, port) as dev:
+    assert (await dev.register()).code == CREATED
+    doc, etag = await dev.desired()
+    data = await dev.blob(doc.workloads[0].modules[0].sha256)
+    await dev.report(Report(gen=doc.gen, workloads=(...)))
 """
 
 from __future__ import annotations
@@ -18,8 +18,15 @@ from typing import Any
 import aiocoap
 from aiocoap import Message
 from aiocoap.numbers.codes import Code
-
-from fleetlet.gateway.wire import DesiredDoc, Hello, Registered, Report, Runtime, WorkloadState, WorkloadStatus
+from fleetlet.gateway.wire import (
+    DesiredDoc,
+    Hello,
+    Registered,
+    Report,
+    Runtime,
+    WorkloadState,
+    WorkloadStatus,
+)
 
 __all__ = ["DeviceSim", "Report", "WorkloadState", "WorkloadStatus"]
 
@@ -103,6 +110,7 @@ class DeviceSim:
 
     async def report_running(self, doc: DesiredDoc, *, restarts: int = 0, heap: int = 90_000) -> Message:
         statuses = tuple(
-            WorkloadStatus(w.uid, w.generation, WorkloadState.RUNNING, restarts=restarts) for w in doc.workloads
+            WorkloadStatus(w.uid, w.generation, WorkloadState.RUNNING, restarts=restarts)
+            for w in doc.workloads
         )
         return await self.report(Report(gen=doc.gen, workloads=statuses, heap_free=heap, uptime=10))

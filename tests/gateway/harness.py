@@ -53,7 +53,15 @@ class Cluster:
 
     def start_server(self) -> None:
         self.server = ServerProcess(
-            [self.fleetlet, "server", "--data-dir", str(self.tmp / "server"), "--listen", f"127.0.0.1:{self.port}"],
+            [
+                self.fleetlet,
+                "server",
+                "--no-scheduler",  # tests bind workloads themselves
+                "--data-dir",
+                str(self.tmp / "server"),
+                "--listen",
+                f"127.0.0.1:{self.port}",
+            ],
             extra_env=self.env,
             log_dir=self.tmp / "logs",
             name="fleetlet-server",
@@ -141,7 +149,7 @@ class Cluster:
             self.server.stop()
 
 
-async def eventually(fn: Callable[[], Awaitable[T | None]], what: str, timeout: float = 30.0) -> T:
+async def eventually(fn: Callable[[], Awaitable[T | None]], what: str, timeout: float = 30.0) -> T:  # noqa: ASYNC109
     """Poll ``fn`` until it answers something truthy (a deadline, not a timing assertion)."""
     deadline = time.monotonic() + timeout
     last: Any = None
@@ -156,7 +164,9 @@ async def eventually(fn: Callable[[], Awaitable[T | None]], what: str, timeout: 
     raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
-def micropython_workload(name: str, source: str = "async def main(ctx):\n    pass\n", **app: Any) -> dict[str, Any]:
+def micropython_workload(
+    name: str, source: str = "async def main(ctx):\n    pass\n", **app: Any
+) -> dict[str, Any]:
     return {
         "apiVersion": "fleetlet.io/v1",
         "kind": "Workload",

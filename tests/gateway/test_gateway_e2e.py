@@ -88,13 +88,15 @@ async def test_registration_and_refusals(cluster: Cluster, gateway: tuple[Server
             for e in items
             if e.get("reason") == "RegistrationRefused"
         }
-        return found if {("reg-ok", "RegistrationRefused"), ("nobody-knows-me", "RegistrationRefused")} <= found else None
+        return (
+            found
+            if {("reg-ok", "RegistrationRefused"), ("nobody-knows-me", "RegistrationRefused")} <= found
+            else None
+        )
 
     await eventually(events, "RegistrationRefused events for the bad credential and the unknown device")
     # Device status: Online after the good registration.
-    status = await eventually(
-        lambda: _online(cluster, "reg-ok"), "reg-ok Online"
-    )
+    status = await eventually(lambda: _online(cluster, "reg-ok"), "reg-ok Online")
     assert status["firmware"] == "0.1.0"
 
 
@@ -108,8 +110,12 @@ async def test_delivery_blobs_and_report(cluster: Cluster, gateway: tuple[Server
     config = cluster.add_device("dlv", GW)
     async with cluster.api() as api:
         await api.create(
-            {"apiVersion": "fleetlet.io/v1", "kind": "ConfigMap", "metadata": {"name": "big", "namespace": "default"},
-             "data": {"lib.py": BIG_MODULE}}
+            {
+                "apiVersion": "fleetlet.io/v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "big", "namespace": "default"},
+                "data": {"lib.py": BIG_MODULE},
+            }
         )
     wl = micropython_workload("dlv-app", config={"interval": 5})
     wl["spec"]["app"]["modules"].append({"name": "lib.py", "configMapRef": {"name": "big", "key": "lib.py"}})
@@ -137,3 +143,172 @@ async def test_delivery_blobs_and_report(cluster: Cluster, gateway: tuple[Server
     s = await eventually(running, "Workload dlv-app Running")
     assert {c["type"]: c["status"] for c in s["conditions"]}["Ready"] == "True"
     assert s["observedGeneration"] == w.generation
+
+
+def _coap_client(coap_client_bin: str, *args: str, timeout: float = 30) -> bytes:
+    proc = subprocess.run([coap_client_bin, *args], capture_output=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+async def test_coap_client_interop(
+    cluster: Cluster, gateway: tuple[ServerProcess, int], coap_client_bin: str, tmp_path: Path
+) -> None:
+    """libcoap's coap-client, not aiocoap: discovery, GET, Observe and a Block2 blob over 4 KB."""
+    _, port = gateway
+    base = f"coap://127.0.0.1:{port}"
+    wkc = await asyncio.to_thread(_coap_client, coap_client_bin, "-m", "get", f"{base}/.well-known/core")
+    assert b"</rd>" in wkc and b'rt="core.rd"' in wkc and b"</b>" in wkc and b"</d>" in wkc
+
+    config = cluster.add_device("interop", GW)
+    async with cluster.api() as api:
+        await api.create(
+            {
+                "apiVersion": "fleetlet.io/v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "big2", "namespace": "default"},
+                "data": {"big.py": BIG_MODULE + "# interop\n"},
+            }
+        )
+    wl = micropython_workload("interop-app")
+    wl["spec"]["app"]["modules"].append({"name": "big.py", "configMapRef": {"name": "big2", "key": "big.py"}})
+    await _deliver(cluster, "interop", wl)
+    async with DeviceSim("interop", config["token"], port) as dev:
+        # v1 identifies a device by the address it registered from: 127.0.0.1 for coap-client too.
+        await dev.registered()
+        doc, _ = await _doc_with(dev, 1)
+        raw = (await dev.desired_raw()).payload
+
+    out = tmp_path / "desired.cbor"
+    await asyncio.to_thread(
+        _coap_client, coap_client_bin, "-m", "get", "-o", str(out), f"{base}/d/interop/desired"
+    )
+    assert out.read_bytes() == raw
+    assert DesiredDoc.from_cbor(out.read_bytes()).gen == doc.gen
+
+    observed = tmp_path / "observed.cbor"
+    await asyncio.to_thread(
+        _coap_client,
+        coap_client_bin,
+        "-m",
+        "get",
+        "-s",
+        "2",
+        "-o",
+        str(observed),
+        f"{base}/d/interop/desired",
+    )
+    assert raw in observed.read_bytes()
+
+    big = next(m for m in doc.workloads[0].modules if m.name == "big.py")
+    assert big.size > 4096
+    blob = tmp_path / "blob.bin"
+    await asyncio.to_thread(
+        _coap_client,
+        coap_client_bin,
+        "-m",
+        "get",
+        "-b",
+        "64",
+        "-o",
+        str(blob),
+        f"{base}/b/{big.sha256.hex()}",
+    )
+    data = blob.read_bytes()
+    assert len(data) == big.size and hashlib.sha256(data).digest() == big.sha256
+
+
+async def test_bad_input_gets_4xx_and_the_gateway_keeps_answering(
+    cluster: Cluster, gateway: tuple[ServerProcess, int]
+) -> None:
+    proc, port = gateway
+    config = cluster.add_device("badin", GW)
+    async with DeviceSim("badin", config["token"], port) as dev:
+        await dev.registered()
+        report = "/d/badin/report"
+        r = await dev.request(Code.POST, report, b"\xff\x00garbage")
+        assert r.code == Code.BAD_REQUEST and b"malformed CBOR" in r.payload
+        # A map where the report wants uint gen: the diagnostic names the field.
+        r = await dev.request(Code.POST, report, bytes.fromhex("a20001016378797a"))
+        assert r.code == Code.BAD_REQUEST and b"report.gen" in r.payload
+        r = await dev.request(Code.POST, "/rd?ep=badin", bytes.fromhex("a10002"))
+        assert r.code == Code.BAD_REQUEST
+        r = await dev.request(Code.POST, report, b"\x00" * 20000)
+        assert r.code == Code.REQUEST_ENTITY_TOO_LARGE
+        for path in ("/nowhere", "/d/badin/nothing", "/b/xyz", "/b/" + "00" * 32, "/d"):
+            r = await dev.request(Code.GET, path)
+            assert r.code == Code.NOT_FOUND, path
+        r = await dev.request(Code.DELETE, "/d/badin/desired")
+        assert r.code == Code.METHOD_NOT_ALLOWED
+        r = await dev.request(Code.POST, "/rd", b"")
+        assert r.code == Code.BAD_REQUEST
+        # Still serving, and still the same process.
+        assert (await dev.register()).code == Code.CREATED
+        assert (await dev.desired_raw()).code == Code.CONTENT
+    assert proc.is_running()
+    log = proc.log_text()
+    assert "bad payload" in log and "over 16384 bytes" in log
+
+
+async def test_offline_detection(cluster: Cluster, gateway: tuple[ServerProcess, int]) -> None:
+    _, port = gateway
+    config = cluster.add_device("quiet", GW)
+    async with DeviceSim("quiet", config["token"], port) as dev:
+        await dev.registered()
+        assert (await dev.report(Report(gen=0, heap_free=1000))).code == Code.CHANGED
+    await eventually(lambda: _online(cluster, "quiet"), "quiet Online")
+
+    async def offline() -> dict[str, Any] | None:
+        s = await _status(cluster, "devices", "quiet")
+        return s if s.get("phase") == "Offline" else None
+
+    s = await eventually(offline, "quiet Offline (gateway started with --offline-after 3)")
+    assert {c["type"]: c["reason"] for c in s["conditions"]}["Ready"] == "DeviceSilent"
+
+
+def _patches(metrics: str, resource: str) -> int:
+    total = 0
+    for m in re.finditer(r"^fleetlet_apiserver_requests_total\{([^}]*)\} ([0-9.e+]+)$", metrics, re.M):
+        labels = m.group(1)
+        if 'verb="patch"' in labels and f'resource="{resource}"' in labels:
+            total += int(float(m.group(2)))
+    return total
+
+
+async def test_reports_are_coalesced(cluster: Cluster, gateway: tuple[ServerProcess, int]) -> None:
+    """N reports do not make N status writes; the last value wins."""
+    _, port = gateway
+    config = cluster.add_device("chatty", GW)
+    await _deliver(cluster, "chatty", micropython_workload("chatty-app"))
+    async with DeviceSim("chatty", config["token"], port) as dev:
+        await dev.registered()
+        doc, _ = await _doc_with(dev, 1)
+        await dev.report_running(doc)
+
+        async def running() -> bool:
+            return (await _status(cluster, "workloads", "chatty-app", "default")).get("phase") == "Running"
+
+        await eventually(running, "chatty-app Running")
+        async with cluster.api() as api:
+            before = await api.request("GET", "/metrics")
+        n = 40
+        for i in range(n):
+            # Same workload state every time; only volatile device fields change.
+            await dev.report_running(doc, heap=50_000 + i)
+        w = doc.workloads[0]
+        final = Report(
+            gen=doc.gen, workloads=(WorkloadStatus(w.uid, w.generation, WorkloadState.RUNNING, restarts=4),)
+        )
+        await dev.report(final)
+
+    async def restarted() -> bool:
+        return (await _status(cluster, "workloads", "chatty-app", "default")).get("restarts") == 4
+
+    await eventually(restarted, "the last report's restarts")
+    async with cluster.api() as api:
+        after = await api.request("GET", "/metrics")
+    workload_writes = _patches(after, "workloads") - _patches(before, "workloads")
+    device_writes = _patches(after, "devices") - _patches(before, "devices")
+    # Other devices of the module may write too, but nowhere near one write per report.
+    assert 1 <= workload_writes < n // 4, workload_writes
+    assert device_writes < n // 2, device_writes
