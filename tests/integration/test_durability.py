@@ -1,6 +1,6 @@
 """Durability: kill -9 the server during concurrent writes; every acknowledged write survives.
 
-The server runs as a real process on SQLite (WAL, synchronous=FULL). A load of concurrent
+The server runs as a real process on SQLite (WAL, synchronous=FULL) and on PostgreSQL. A load of concurrent
 creates runs until enough have been acknowledged, the process is SIGKILLed mid-stream, and a
 restarted server must hold every object whose 201 response reached the client, with its data.
 """
@@ -25,9 +25,12 @@ ROUNDS = 4
 WORKERS = 32
 
 
-def start_server(fleetlet_bin: str, data_dir: Path, port: int, tmp: Path) -> ServerProcess:
+def start_server(
+    fleetlet_bin: str, data_dir: Path, port: int, tmp: Path, database: str | None = None
+) -> ServerProcess:
+    db = ["--database", database] if database else []
     proc = ServerProcess(
-        [fleetlet_bin, "server", "--data-dir", str(data_dir), "--listen", f"127.0.0.1:{port}"],
+        [fleetlet_bin, "server", "--data-dir", str(data_dir), "--listen", f"127.0.0.1:{port}", *db],
         extra_env={"FLEETLET_CONFIG": str(tmp / "config.yaml")},
         log_dir=tmp / "logs",
         name="fleetlet-server",
@@ -60,7 +63,7 @@ async def load_until_killed(
                         acked[name] = data
                     else:
                         raise AssertionError(f"unexpected {resp.status} for {name}")
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 return  # the server is gone; the write is unacknowledged and may or may not exist
             if len(acked) >= kill_after and not killed.is_set():
                 proc.kill(signal.SIGKILL)
@@ -91,13 +94,22 @@ async def read_all(base: str, token: str) -> dict[str, dict[str, Any]]:
             token_param = f"&continue={cont}"
 
 
-def test_acknowledged_writes_survive_kill_9(fleetlet_bin: str, tmp_path: Path) -> None:
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database(request: pytest.FixtureRequest) -> str | None:
+    """SQLite in the data dir, or a fresh database on the private PostgreSQL server."""
+    if request.param == "sqlite":
+        return None
+    url: str = request.getfixturevalue("postgres_db_url")
+    return url
+
+
+def test_acknowledged_writes_survive_kill_9(fleetlet_bin: str, tmp_path: Path, database: str | None) -> None:
     data_dir = tmp_path / "data"
     port = free_tcp_port()
     base = f"http://127.0.0.1:{port}"
     all_acked: dict[str, dict[str, str]] = {}
     for round_no in range(ROUNDS):
-        proc = start_server(fleetlet_bin, data_dir, port, tmp_path)
+        proc = start_server(fleetlet_bin, data_dir, port, tmp_path, database)
         token = (data_dir / "admin.token").read_text().strip()
         try:
             acked = asyncio.run(load_until_killed(base, token, proc, round_no, 150 + 50 * round_no))
@@ -107,7 +119,7 @@ def test_acknowledged_writes_survive_kill_9(fleetlet_bin: str, tmp_path: Path) -
         assert len(acked) >= 150
         all_acked.update(acked)
 
-        proc = start_server(fleetlet_bin, data_dir, port, tmp_path)
+        proc = start_server(fleetlet_bin, data_dir, port, tmp_path, database)
         try:
             stored = asyncio.run(read_all(base, token))
         finally:
