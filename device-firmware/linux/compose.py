@@ -84,9 +84,16 @@ def project_name(path: str) -> str:
 
 
 def compose_to_workload(
-    text: str, name: str | None = None, namespace: str = "default", source: str = "docker-compose.yml"
+    text: str | Mapping[str, Any],
+    name: str | None = None,
+    namespace: str | None = None,
+    source: str = "docker-compose.yml",
 ) -> dict[str, Any]:
-    """The Workload manifest for compose ``text``; warnings are logged. Raises ComposeError."""
+    """The Workload manifest for compose ``text`` (YAML, or an already parsed document).
+
+    Warnings are logged; problems raise ComposeError. Without ``namespace`` the manifest has
+    none, so the CLI's namespace rules (``-n``, the context's default) apply.
+    """
     result = convert_compose(text, name=name, namespace=namespace, source=source)
     for warning in result.warnings:
         log.warning("%s", warning)
@@ -96,7 +103,7 @@ def compose_to_workload(
 def convert_compose(
     text: str | Mapping[str, Any],
     name: str | None = None,
-    namespace: str = "default",
+    namespace: str | None = None,
     source: str = "docker-compose.yml",
 ) -> ComposeResult:
     if isinstance(text, str):
@@ -138,9 +145,10 @@ def convert_compose(
 
     metadata: dict[str, Any] = {
         "name": wl_name,
-        "namespace": namespace,
         "annotations": {"fleetlet.io/source": f"docker-compose:{os.path.basename(source)}"},
     }
+    if namespace:
+        metadata["namespace"] = namespace
     if networks == {"none"}:
         metadata["annotations"]["fleetlet.io/network-mode"] = "none"
     spec: dict[str, Any] = {"runtime": "docker", "containers": containers}

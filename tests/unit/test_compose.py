@@ -184,3 +184,9 @@ def test_detection_and_project_name() -> None:
         convert_compose("kind: Workload\n", name="x")
     with pytest.raises(ComposeError, match="malformed YAML"):
         convert_compose("services: [", name="x")
+
+
+def test_namespace_is_left_to_the_cli_unless_given() -> None:
+    doc = {"services": {"a": {"image": "x"}}}
+    assert "namespace" not in compose_to_workload(doc, "app")["metadata"]
+    assert compose_to_workload(doc, "app", namespace="edge")["metadata"]["namespace"] == "edge"
