@@ -131,3 +131,50 @@ async def run_gateway(cfg: GatewayConfig, *, ready: asyncio.Event | None = None)
         await api.close()
         await store.close()
         log.info("gateway %s stopped", cfg.name)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m fleetlet.gateway.main --name GW --server URL --token T ...``: the gateway without
+    the CLI stack (click, rich), so the process stays small (`fleetlet up`, bench/rollout.py)."""
+    import argparse
+    import signal
+
+    p = argparse.ArgumentParser(prog="fleetlet-gateway")
+    p.add_argument("--name", required=True)
+    p.add_argument("--server", required=True)
+    p.add_argument("--token", required=True)
+    p.add_argument("--listen", default="127.0.0.1:5683")
+    p.add_argument("--data-dir", type=Path, required=True)
+    p.add_argument("--offline-after", type=float, default=90.0)
+    p.add_argument("--status-interval", type=float, default=15.0)
+    p.add_argument("--lease-interval", type=float, default=10.0)
+    p.add_argument("--log-level", default="info")
+    a = p.parse_args(argv)
+    cfg = GatewayConfig(
+        name=a.name,
+        server=a.server,
+        token=a.token,
+        listen=a.listen,
+        data_dir=a.data_dir,
+        offline_after=a.offline_after,
+        volatile_interval=a.status_interval,
+        lease_interval=a.lease_interval,
+    )
+    logging.basicConfig(
+        level=getattr(logging, a.log_level.upper()), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+    async def serve() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await run_gateway(cfg)
+
+    asyncio.run(serve())
+
+
+if __name__ == "__main__":
+    main()
