@@ -177,6 +177,72 @@ def docker_answers(host: str) -> bool:
         return False
 
 
+BUSYBOX_IMAGE_PREFIX = "localhost:5000/fleetlet/busybox:"
+BUSYBOX_APPLETS = ("sh", "echo", "cat", "ls", "sleep", "env", "true", "false", "wget", "nc", "httpd", "test")
+
+
+def busybox_rootfs_tar(busybox_bin: str) -> bytes:
+    """A root filesystem: /bin/busybox (static) and applet links, /tmp, /etc/passwd."""
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for d, mode in (("bin", 0o755), ("tmp", 0o1777), ("etc", 0o755), ("proc", 0o555), ("sys", 0o555)):
+            info = tarfile.TarInfo(d)
+            info.type = tarfile.DIRTYPE
+            info.mode = mode
+            tar.addfile(info)
+        tar.add(busybox_bin, arcname="bin/busybox")
+        for applet in BUSYBOX_APPLETS:
+            link = tarfile.TarInfo(f"bin/{applet}")
+            link.type = tarfile.SYMTYPE
+            link.linkname = "busybox"
+            tar.addfile(link)
+        passwd = b"root:x:0:0:root:/:/bin/sh\n"
+        info = tarfile.TarInfo("etc/passwd")
+        info.size = len(passwd)
+        info.mode = 0o644
+        tar.addfile(info, io.BytesIO(passwd))
+    return buf.getvalue()
+
+
+def seed_example_images(host: str, examples: Path | None) -> list[str]:
+    """The container example uses ``localhost:5000/fleetlet/busybox:<tag>``, a local image: when
+    the engine lacks it, import one from busybox-static so the example runs offline."""
+    if examples is None or not Path("/bin/busybox").exists():
+        return []
+    wanted = {
+        word.strip("\"'")
+        for f in examples.glob("*.yaml")
+        for word in f.read_text().split()
+        if word.strip("\"'").startswith(BUSYBOX_IMAGE_PREFIX)
+    }
+    seeded: list[str] = []
+    try:
+        import docker
+
+        client = docker.DockerClient(base_url=host, timeout=30)
+    except Exception:
+        return []
+    try:
+        for tag in sorted(wanted):
+            try:
+                client.images.get(tag)
+                continue
+            except docker.errors.ImageNotFound:
+                pass
+            repo, _, version = tag.rpartition(":")
+            data = busybox_rootfs_tar("/bin/busybox")
+            client.api.import_image_from_data(data, repository=repo, tag=version)
+            seeded.append(tag)
+    except Exception:
+        return seeded
+    finally:
+        client.close()
+    return seeded
+
+
 def agent_available() -> bool:
     return importlib.util.find_spec("fleetlet.agent.main") is not None
 
@@ -390,12 +456,26 @@ class Fleet:
             return
         name = "sbc-1"
         config = await self.ensure_device(name, "raspberry-pi-4", ["docker"])
-        argv = [sys.executable, "-m", "fleetlet.agent.main", "--config", str(config)]
-        env = {"DOCKER_HOST": host}
-        self.agent = await self._start(Child(name, argv, self.logs, env=env, cwd=config.parent))
+        device = json.loads(config.read_text())
+        agent_yaml = config.parent / "agent.yaml"
+        agent = {
+            "device": name,
+            "gateway": f"coap://127.0.0.1:{self.o.coap_port}",
+            "token": device["token"],
+            "board": "raspberry-pi-4",
+            "docker_host": host,
+            "data_dir": str(config.parent / "data"),
+            "report_interval": self.o.report_interval,
+        }
+        write_private(agent_yaml, yaml.safe_dump(agent, sort_keys=False))
+        seeded = await asyncio.to_thread(seed_example_images, host, self.o.examples_dir or find_examples())
+        for image in seeded:
+            self.say(f"docker   {image} was missing: imported from /bin/busybox (busybox-static)")
+        argv = [sys.executable, "-m", "fleetlet.agent", "--config", str(agent_yaml)]
+        self.agent = await self._start(Child(name, argv, self.logs, cwd=config.parent))
         self.device_names.append(name)
         self.docker_ok = True
-        self.say(f"agent    {name} (SBC agent, Docker Engine {host})")
+        self.say(f"agent    {name} (SBC agent, Docker Engine {host}, log {self.agent.log_path})")
 
     async def apply_examples(self) -> list[str]:
         from ..cli.commands.apply import apply_one, resolve_namespace
