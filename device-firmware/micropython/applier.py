@@ -1,0 +1,122 @@
+# applier.py - turn a desired document's workloads into app folders on flash.
+#
+# prepare() fetches only the blobs the store lacks, streaming each into blobs/<hex>.t
+# while hashing it (no blob is ever held in RAM), checks size and SHA-256, and renames it
+# into place. Then it builds each app folder apps/<key>.t from the blobs and renames it to
+# apps/<key>. It returns the state record; the caller switches state.json (store.py says
+# why a power cut at any point is safe).
+
+import gc
+import hashlib
+import os
+from binascii import hexlify
+
+import cbor
+import store as st
+import wire
+
+_buf = bytearray(256)  # copy buffer, reused
+
+
+class ApplyError(Exception):
+    pass
+
+
+def hexs(b):
+    return hexlify(b).decode()
+
+
+def app_key(w):
+    """Names an app folder by everything in it: same content, same folder, no restart."""
+    h = hashlib.sha256(cbor.dumps([
+        w[wire.WL_UID], w[wire.WL_ENTRY], w.get(wire.WL_RESTART_POLICY, 0),
+        w.get(wire.WL_MODULES) or [], w.get(wire.WL_CONFIG) or {}, w.get(wire.WL_SECRETS) or {},
+    ]))
+    return hexs(h.digest()[:10])
+
+
+def _safe(name):
+    if not name or name[0] == "/" or name == "_c" or ".." in name or "\\" in name:
+        raise ApplyError("bad module name %r" % name)
+    return name
+
+
+async def fetch_blob(client, store, ref):
+    sha = ref[wire.BLOB_SHA256]
+    hx = hexs(sha)
+    tmp = store.blob(hx) + ".t"
+    h = hashlib.sha256()
+    n = [0]
+    f = open(tmp, "wb")
+
+    def sink(chunk):
+        f.write(chunk)
+        h.update(chunk)
+        n[0] += len(chunk)
+
+    try:
+        r = await client.get("/b/" + hx, sink=sink)
+    finally:
+        f.close()
+    try:
+        if not r.ok:
+            raise ApplyError("blob %s: %s" % (hx[:12], r.code_str()))
+        if n[0] != ref[wire.BLOB_SIZE] or h.digest() != sha:
+            raise ApplyError("blob %s: SHA-256 or size mismatch" % hx[:12])
+    except ApplyError:
+        os.remove(tmp)
+        raise
+    os.rename(tmp, store.blob(hx))
+
+
+def _copy(src, dst):
+    mv = memoryview(_buf)
+    with open(src, "rb") as fi, open(dst, "wb") as fo:
+        while True:
+            n = fi.readinto(_buf)
+            if not n:
+                break
+            fo.write(mv[:n])
+
+
+def build_app(store, w, key):
+    d = store.app_dir(key)
+    t = d + ".t"
+    st.rmtree(t)
+    os.mkdir(t)
+    for ref in w.get(wire.WL_MODULES) or ():
+        name = _safe(ref[wire.BLOB_NAME])
+        p = t
+        for part in name.split("/")[:-1]:  # "lib/util.py": make lib/
+            p += "/" + part
+            if not st.exists(p):
+                os.mkdir(p)
+        _copy(store.blob(hexs(ref[wire.BLOB_SHA256])), t + "/" + name)
+    with open(t + "/_c", "wb") as f:
+        f.write(cbor.dumps([w.get(wire.WL_CONFIG) or {}, w.get(wire.WL_SECRETS) or {}]))
+    os.rename(t, d)
+
+
+async def prepare(client, store, gen, workloads, on_fetch=None):
+    """-> (state record for gen, [(uid, generation, message)] of workloads not runnable here)."""
+    apps, bad = [], []
+    for w in workloads:
+        uid, g = w[wire.WL_UID], w[wire.WL_GENERATION]
+        if w[wire.WL_RUNTIME] != wire.RUNTIME_MICROPYTHON:
+            bad.append((uid, g, "runtime %s is not supported here" % w[wire.WL_RUNTIME]))
+            continue
+        key = app_key(w)
+        mods = w.get(wire.WL_MODULES) or ()
+        if not st.exists(store.app_dir(key)):
+            for ref in mods:
+                if not st.exists(store.blob(hexs(ref[wire.BLOB_SHA256]))):
+                    if on_fetch:
+                        on_fetch(uid, g)
+                    await fetch_blob(client, store, ref)
+                    gc.collect()
+            build_app(store, w, key)
+        apps.append({
+            "u": uid, "n": w[wire.WL_NAME], "g": g, "e": w[wire.WL_ENTRY], "k": key,
+            "p": w.get(wire.WL_RESTART_POLICY, 0), "m": [hexs(r[wire.BLOB_SHA256]) for r in mods],
+        })
+    return {"gen": gen, "apps": apps}, bad

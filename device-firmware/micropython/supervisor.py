@@ -1,0 +1,172 @@
+# supervisor.py - run apps as asyncio tasks, restart them with backoff, spot crash loops.
+#
+# An app is a folder apps/<key>/ whose entry module has `async def main(ctx)`. It is
+# imported with its folder first on sys.path; the modules it imported are then dropped
+# from sys.modules, so two apps may both have a main.py or util.py. (A module imported
+# lazily inside main() would resolve against the firmware's path: import at the top.)
+#
+# Restarts: policy always (0) restarts after any exit, on-failure (1) after an exception,
+# never (2) not at all. The delay doubles from `base` up to `cap` seconds, and starts over
+# once an app has run for `cap` seconds. While a new version is on trial, an app that
+# crashes `limit` times makes on_crash_loop() run (the agent rolls back).
+
+import asyncio
+import gc
+import sys
+
+try:
+    from time import ticks_diff, ticks_ms
+except ImportError:  # type checkers, CPython
+    pass
+
+import cbor
+import wire
+
+
+class Ctx:
+    """What an app gets: config, secrets, log(msg), metric(name, value)."""
+
+    def __init__(self, app, config, secrets):
+        self._app = app
+        self.name = app.name
+        self.uid = app.uid
+        self.config = config
+        self.secrets = secrets
+
+    def log(self, msg):
+        print("[%s] %s" % (self.name, msg))
+
+    def metric(self, name, value):
+        self._app.sup.metrics[self._app.short + "." + name] = value
+
+
+class App:
+    def __init__(self, sup, rec, path):
+        self.sup = sup
+        self.uid = rec["u"]
+        self.name = rec["n"]
+        self.short = self.name.split("/")[-1]
+        self.gen = rec["g"]
+        self.entry = rec["e"]
+        self.key = rec["k"]
+        self.policy = rec["p"]
+        self.path = path
+        self.state = wire.STATE_PENDING
+        self.restarts = 0
+        self.crashes = 0  # since the version went on trial
+        self.exit = None
+        self.msg = None
+        self.task = None
+        self.since = 0
+
+    def _set(self, state, msg=None):
+        if state != self.state or msg != self.msg:
+            self.state = state
+            if msg is not None:
+                self.msg = msg
+            self.sup.changed()
+
+    def _load(self):
+        p = self.path
+        with open(p + "/_c", "rb") as f:
+            config, secrets = cbor.loads(f.read())
+        before = list(sys.modules)
+        saved = sys.modules.pop(self.entry, None)
+        sys.path.insert(0, p)
+        try:
+            mod = __import__(self.entry)
+        finally:
+            sys.path.pop(0)
+            for k in list(sys.modules):
+                if k not in before:
+                    del sys.modules[k]
+            if saved is not None:
+                sys.modules[self.entry] = saved
+        return mod.main, Ctx(self, config, secrets)
+
+    async def run(self):
+        sup = self.sup
+        fails = 0
+        while True:
+            self._set(wire.STATE_STARTING)
+            t0 = ticks_ms()
+            err = None
+            try:
+                main, ctx = self._load()
+                gc.collect()
+                coro = main(ctx)
+                self.since = ticks_ms()
+                self._set(wire.STATE_RUNNING)
+                await coro
+                self.exit = 0
+            except asyncio.CancelledError:
+                raise
+            except BaseException as e:  # noqa: B036 - an app's crash must not end the firmware
+                err = "%s: %s" % (type(e).__name__, e)
+                self.exit = 1
+            main = ctx = coro = None
+            gc.collect()
+            ran = ticks_diff(ticks_ms(), t0) // 1000
+            if err is not None:
+                print("[%s] crashed: %s" % (self.name, err))
+                self.crashes += 1
+                if sup.trial and self.crashes >= sup.limit and sup.on_crash_loop:
+                    self._set(wire.STATE_BACKOFF, err)
+                    sup.on_crash_loop(self, err)
+                    return
+            if self.policy == wire.RESTART_NEVER or (err is None and self.policy == wire.RESTART_ON_FAILURE):
+                self._set(wire.STATE_FAILED if err else wire.STATE_SUCCEEDED, err)
+                return
+            fails = 0 if ran >= sup.cap else fails + 1
+            self.restarts += 1
+            self._set(wire.STATE_BACKOFF, err)
+            await asyncio.sleep(min(sup.base * (1 << min(fails, 16)) // 2, sup.cap))
+
+
+class Supervisor:
+    def __init__(self, store, changed, base=1, cap=60, limit=3):
+        self.store = store
+        self.changed = changed  # called on every state change (report on change)
+        self.base = base
+        self.cap = cap
+        self.limit = limit
+        self.apps = []
+        self.metrics = {}
+        self.trial = False
+        self.on_crash_loop = None
+
+    def sync(self, rec, trial):
+        """Run exactly rec's apps: keep those whose folder is unchanged, stop the others."""
+        self.trial = trial
+        want = rec["apps"] if rec else []
+        keys = [a["k"] for a in want]
+        keep = []
+        for app in self.apps:
+            if app.key in keys:
+                keep.append(app)
+            elif app.task:
+                app.task.cancel()
+        have = [a.key for a in keep]
+        for a in want:
+            if a["k"] in have:
+                for app in keep:
+                    if app.key == a["k"]:
+                        app.gen = a["g"]  # e.g. a new Workload generation with the same content
+            else:
+                app = App(self, a, self.store.app_dir(a["k"]))
+                app.task = asyncio.create_task(app.run())
+                keep.append(app)
+        for app in keep:
+            app.crashes = 0
+        self.apps = keep
+        self.changed()
+
+    def healthy(self, secs):
+        """Every app has run for `secs` since its last start, or finished as its policy wants."""
+        now = ticks_ms()
+        for app in self.apps:
+            if app.state == wire.STATE_SUCCEEDED:
+                continue
+            if app.state != wire.STATE_RUNNING or ticks_diff(now, app.since) < secs * 1000:
+                return False
+        return True
