@@ -6,8 +6,6 @@ behind one gateway; and `fleetlet up --docker-host` starting the agent itself.
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,12 +19,18 @@ from tests.fixtures import ServerProcess, free_tcp_port, free_udp_port
 from tests.micropython.fw_harness import Device
 
 from .harness import Fleet, deployment, eventually, workloads_of
+from .test_fleet import cli
 from .test_up import Up, inventory, processes_mentioning
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.micropython]
 
 GW = "gw-both"
-APP = "import asyncio\nasync def main(ctx):\n    ctx.log('mpy app up')\n    while True:\n        await asyncio.sleep(1)\n"
+APP = """import asyncio
+async def main(ctx):
+    ctx.log('mpy app up')
+    while True:
+        await asyncio.sleep(1)
+"""
 
 
 def web_spec(image: str) -> dict[str, Any]:
@@ -129,13 +133,7 @@ async def test_both_device_kinds_run_their_workloads(
         assert b"web up" in running[0].logs()
     finally:
         client.close()
-    out = subprocess.run(
-        [fleet.fleetlet, "get", "wl"],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **fleet.env},
-        check=True,
-    ).stdout
+    out = await asyncio.to_thread(cli, fleet, "get", "wl")
     assert len([line for line in out.splitlines() if " Running " in line]) == 2, out
     assert agent.is_running()
 
