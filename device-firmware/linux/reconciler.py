@@ -157,26 +157,30 @@ class Reconciler:
 
     async def reconcile_once(self) -> None:
         async with self._lock:
+            # A snapshot: set_desired() may run while this pass awaits the engine, and the
+            # generation reported as applied must be the one this pass worked on.
+            gen, desired = self.desired_gen, dict(self.desired)
             actual = await self.runtime.list_workloads()
-            if self.engine_error:
-                log.info("docker engine is back; state rebuilt from container labels")
-                self.engine_error = ""
             for uid, infos in actual.items():
-                if uid not in self.desired:
+                if uid not in desired:
                     log.info("removing undesired workload %s (%d containers)", uid, len(infos))
                     await self.runtime.delete_workload(uid)
             for uid in list(self.state.workloads):
-                if uid not in self.desired:
+                if uid not in desired:
                     self.state.forget(uid)
             for uid in list(self._waiting):
-                if uid not in self.desired:
+                if uid not in desired:
                     del self._waiting[uid]
-            for uid, spec in self.desired.items():
+            for uid, spec in desired.items():
                 await self._reconcile_workload(spec, actual.get(uid, []))
             self.actual = await self.runtime.list_workloads()
             self.probes.sync(self._probe_targets())
-            self.applied_gen = self.desired_gen
+            self.applied_gen = gen
             self.state.save_if_dirty()
+            if self.engine_error:
+                # Cleared only after a whole pass, so reports never mix pre-outage state with "ok".
+                log.info("docker engine is back; state rebuilt from container labels")
+                self.engine_error = ""
         async with self._pass_done:
             self.passes += 1
             self._pass_done.notify_all()

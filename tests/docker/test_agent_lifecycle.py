@@ -22,7 +22,9 @@ pytestmark = pytest.mark.docker
 
 
 def _containers(client: docker.DockerClient, uid: str) -> list[docker.models.containers.Container]:
-    return list(client.containers.list(all=True, filters={"label": f"{LABEL_UID}={uid}"}))
+    # ignore_removed: the agent may remove one between the SDK's list and its inspect.
+    filters = {"label": f"{LABEL_UID}={uid}"}
+    return list(client.containers.list(all=True, filters=filters, ignore_removed=True))
 
 
 def _pair(busybox_image: str, *, generation: int, env_value: str) -> list[dict[str, object]]:

@@ -94,12 +94,11 @@ async def test_failing_liveness_probe_restarts_container(
     )
     await agent.apply(spec)
     await wait_until(lambda: agent.reconciler.report(spec.uid).state == "Running", what="running")
-    first_started = agent.reconciler.report(spec.uid).containers[0].started_at
     await wait_until(lambda: agent.reconciler.report(spec.uid).restarts >= 1, what="liveness restart")
     await wait_until(lambda: agent.reconciler.report(spec.uid).state == "Running", what="running again")
-    report = agent.reconciler.report(spec.uid)
-    assert report.containers[0].started_at != first_started
     rec = agent.reconciler.state.workloads[spec.uid].containers["app"]
+    # It did not exit by itself: the agent stopped it (SIGTERM via tini, or SIGKILL).
+    assert rec.last_exit_code in (137, 143)
     assert rec.last_reason == "Unhealthy"
     assert "liveness probe failed" in rec.last_message
     # Healthy after the restart: the probe passes and no further restart happens.
