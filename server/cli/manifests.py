@@ -142,6 +142,21 @@ def to_manifest(source: str, index: int, line: int | None, data: Any) -> Manifes
     return Manifest(source, index, line, data, rt)
 
 
+def is_compose(data: object) -> bool:
+    """A docker-compose document: ``services:`` and no Kubernetes ``kind``."""
+    return isinstance(data, dict) and "services" in data and "kind" not in data
+
+
+def _from_compose(data: dict[str, object], source: str) -> dict[str, object]:
+    """A compose application becomes one Workload (its services are the containers)."""
+    from fleetlet.agent.compose import ComposeError, compose_to_workload, project_name
+
+    try:
+        return compose_to_workload(data, project_name(source), source=source)
+    except ComposeError as e:
+        raise ManifestError(str(e)) from None
+
+
 def load_manifests(paths: tuple[str, ...] | list[str]) -> list[Manifest]:
     """Load and check everything first, so nothing is applied when any document is wrong."""
     result: list[Manifest] = []
@@ -155,6 +170,8 @@ def load_manifests(paths: tuple[str, ...] | list[str]) -> list[Manifest]:
                 for item in data["items"]:
                     result.append(to_manifest(source, index, line, item))
             else:
+                if is_compose(data):
+                    data = _from_compose(data, source)
                 result.append(to_manifest(source, index, line, data))
     if not result:
         raise ManifestError(f"no objects passed to apply in {', '.join(paths)}")
