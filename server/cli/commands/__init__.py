@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "server",
     "controlplane",
     "gateway",
+    "agent",
     "device",
     "config",
     "version",
