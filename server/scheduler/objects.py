@@ -6,6 +6,7 @@ cycle: the filters then compare small tuples and ints.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -84,15 +85,27 @@ class Resources:
 ZERO = Resources()
 
 
+@functools.lru_cache(maxsize=4096)
+def _bytes(value: str | int | float) -> int:
+    return int(parse_bytes(value))
+
+
+@functools.lru_cache(maxsize=4096)
+def _millis(value: str | int | float) -> int:
+    return int(parse_cpu_millis(value))
+
+
 def parse_resources(raw: Mapping[str, Any] | None) -> Resources:
-    """``{memory: "64Ki", cpu: "500m", flash: "1Mi"}`` -> Resources; raises QuantityError."""
+    """``{memory: "64Ki", cpu: "500m", flash: "1Mi"}`` -> Resources; raises QuantityError.
+
+    A fleet repeats a few quantities endlessly ("64Mi"): parsed results are memoized."""
     if not raw:
         return ZERO
     mem, cpu, flash = raw.get("memory"), raw.get("cpu"), raw.get("flash")
     return Resources(
-        parse_bytes(mem) if mem is not None else 0,
-        parse_cpu_millis(cpu) if cpu is not None else 0,
-        parse_bytes(flash) if flash is not None else 0,
+        _bytes(mem) if mem is not None else 0,
+        _millis(cpu) if cpu is not None else 0,
+        _bytes(flash) if flash is not None else 0,
     )
 
 
@@ -246,7 +259,7 @@ def parse_workload(obj: Mapping[str, Any]) -> WorkloadInfo:
     invalid = ""
     try:
         requests = workload_requests(spec)
-    except QuantityError as exc:
+    except (QuantityError, TypeError) as exc:  # TypeError: not a string or number at all
         requests, invalid = ZERO, f"invalid resource requests: {exc}"
     annotations = meta.get("annotations")
     raw_platforms = annotations.get(PLATFORMS_ANNOTATION, "") if isinstance(annotations, dict) else ""
@@ -313,7 +326,7 @@ def device_allocatable(obj: Mapping[str, Any]) -> Resources:
                 break
     try:
         return parse_resources(values)
-    except QuantityError:
+    except (QuantityError, TypeError):
         return ZERO
 
 

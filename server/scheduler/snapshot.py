@@ -19,6 +19,7 @@ from .objects import (
     ARCH_LABEL,
     BOARD_LABEL,
     GATEWAY_LABEL,
+    PREFER_NO_SCHEDULE,
     ZONE_LABEL,
     DeviceInfo,
     GatewayInfo,
@@ -38,12 +39,20 @@ class NodeInfo:
     """One device as the scheduler sees it: the device, its gateway, and what is allocated."""
 
     __slots__ = (
+        "alloc_cpu",
+        "alloc_dims",
+        "alloc_flash",
+        "alloc_memory",
         "allocatable",
         "device",
         "gateway",
         "gateway_name",
+        "inv_cpu",
+        "inv_flash",
+        "inv_memory",
         "labels",
         "name",
+        "prefer_taints",
         "req_cpu",
         "req_flash",
         "req_memory",
@@ -67,7 +76,17 @@ class NodeInfo:
         self.device = device
         self.gateway = gateway
         self.gateway_name = device.gateway
-        self.allocatable = device.allocatable
+        self.allocatable = a = device.allocatable
+        self.alloc_memory, self.alloc_cpu, self.alloc_flash = a.memory, a.cpu_millis, a.flash
+        self.inv_memory = 1.0 / a.memory if a.memory > 0 else 0.0
+        self.inv_cpu = 1.0 / a.cpu_millis if a.cpu_millis > 0 else 0.0
+        self.inv_flash = 1.0 / a.flash if a.flash > 0 else 0.0
+        self.alloc_dims = (a.memory > 0) + (a.cpu_millis > 0) + (a.flash > 0)
+        self.prefer_taints = tuple(
+            t
+            for t in (*device.taints, *(gateway.taints if gateway is not None else ()))
+            if t.effect == PREFER_NO_SCHEDULE
+        )
         labels: dict[str, str] = dict(gateway.labels) if gateway is not None else {}
         labels.update(device.labels)  # the device wins on conflicts
         labels[GATEWAY_LABEL] = device.gateway
@@ -133,6 +152,8 @@ class Cache:
         self._zone_counts: dict[Group, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         # Bumped whenever a device or gateway changes: static filter results keyed by it stay valid.
         self.static_generation = 0
+        self._prefer_generation = -1
+        self._prefer_count = 0
 
     # -- reads --------------------------------------------------------------------------
     def nodes(self) -> list[NodeInfo]:
@@ -150,12 +171,30 @@ class Cache:
     def placement(self, key: str) -> Placement | None:
         return self._placements.get(key)
 
+    def placements_by_key(self) -> Mapping[str, Placement]:
+        return self._placements
+
     def placements(self) -> Iterable[Placement]:
         return self._placements.values()
 
     def is_assumed(self, key: str) -> bool:
         p = self._placements.get(key)
         return p is not None and p.assumed
+
+    @property
+    def prefer_tainted_devices(self) -> int:
+        """How many devices carry a PreferNoSchedule taint (their own or their gateway's)."""
+        if self._prefer_generation != self.static_generation:
+            self._prefer_count = sum(1 for n in self._nodes.values() if n.prefer_taints)
+            self._prefer_generation = self.static_generation
+        return self._prefer_count
+
+    def gateway_counts(self, group: Group) -> Mapping[str, int]:
+        """How many of ``group`` each gateway has (read-only view)."""
+        return self._gateway_counts.get(group) or {}
+
+    def zone_counts(self, group: Group) -> Mapping[str, int]:
+        return self._zone_counts.get(group) or {}
 
     def gateway_count(self, group: Group, gateway: str) -> int:
         counts = self._gateway_counts.get(group)

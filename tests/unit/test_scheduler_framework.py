@@ -35,7 +35,8 @@ def test_unschedulable_summary_counts_every_device() -> None:
         result.summary == "0/120 devices are available: 80 lack runtime docker, 40 have insufficient memory."
     )
     assert result.failed_plugins == frozenset({"RuntimeSupported", "ResourcesFit"})
-    assert result.evaluated == 120
+    # The 80 esp devices were ruled out once by the cached static verdict; resources ran on 40.
+    assert result.evaluated == 40
 
 
 def test_device_short_of_two_resources_counts_under_each() -> None:
@@ -59,18 +60,24 @@ def test_feasible_to_find_follows_kube_adaptive_percentage(total: int, expected:
     assert default_framework().feasible_to_find(total) == expected
 
 
-def test_sampling_rotates_start_and_stops_early() -> None:
+@pytest.mark.parametrize("memory", [None, "1Mi"])  # without / with the dynamic (resources) filter
+def test_sampling_rotates_start_and_stops_early(memory: str | None) -> None:
     cache = Cache()
     cache.upsert_gateway(make_gateway("gw"))
     for i in range(1000):
-        cache.upsert_device(make_device(f"d{i:04}", "gw"))
+        cache.upsert_device(make_device(f"d{i:04}", "gw", memory="4Mi" if i % 2 else "1Gi"))
     fw = default_framework()
-    r1 = fw.schedule(cache, parse_workload(make_workload("a")))
-    r2 = fw.schedule(cache, parse_workload(make_workload("b")))
+    r1 = fw.schedule(cache, parse_workload(make_workload("a", memory=memory)))
+    r2 = fw.schedule(cache, parse_workload(make_workload("b", memory=memory)))
+    assert r1.feasible == 420 and r2.feasible == 420
     assert r1.evaluated == 420 and r2.evaluated == 420
     # The second cycle starts where the first stopped: disjoint windows of devices.
     assert r1.device is not None and r2.device is not None
     assert int(r1.device[1:]) < 420 <= int(r2.device[1:]) < 840
+    # A workload that fits only on the odd (4Mi) devices' complement: the 1Gi ones, half the fleet.
+    big = fw.schedule(cache, parse_workload(make_workload("big", memory="8Mi")))
+    assert big.feasible == 420 and big.device is not None and int(big.device[1:]) % 2 == 0
+    assert big.evaluated >= 839  # it had to look at about twice as many devices
 
 
 def test_scores_weighted_and_ties_random() -> None:
@@ -216,3 +223,25 @@ def test_terminated_workloads_free_their_resources() -> None:
     cache.upsert_workload(done)
     node = cache.node("d")
     assert node is not None and node.req_memory == 0 and node.workload_count == 0
+
+
+def test_static_verdicts_are_cached_per_signature_and_dropped_on_fleet_changes() -> None:
+    cache = Cache()
+    cache.upsert_gateway(make_gateway("gw"))
+    cache.upsert_device(make_device("d", "gw", labels={"role": "sensor"}))
+    fw = default_framework()
+    cam = parse_workload(make_workload("a", node_selector={"role": "cam"}))
+    first = fw.schedule(cache, cam)
+    assert first.device is None
+    assert first.summary == "0/1 devices are available: 1 don't match the nodeSelector."
+    fw.schedule(cache, parse_workload(make_workload("b", node_selector={"role": "cam"})))
+    assert (fw.static_misses, fw.static_hits) == (1, 1)  # same signature: the verdict was reused
+    cache.upsert_device(make_device("d", "gw", labels={"role": "cam"}))  # the fleet changed
+    assert fw.schedule(cache, cam).device == "d"
+    assert fw.static_misses == 2
+    # Resources are never cached: they change with every placement.
+    big = parse_workload(make_workload("big", memory="600Mi"))
+    assert fw.schedule(cache, big).device == "d"
+    cache.assume(big, "d")
+    again = fw.schedule(cache, parse_workload(make_workload("big2", memory="600Mi")))
+    assert again.device is None and again.summary == "0/1 devices are available: 1 have insufficient memory."

@@ -50,7 +50,7 @@ def run_score(plugin: ScorePlugin, cache: Cache, wl: dict[str, Any]) -> dict[str
     nodes: list[NodeInfo] = cache.nodes()
     if not plugin.prescore(state, info, cache):
         return {}
-    scores = [plugin.score(state, info, n) for n in nodes]
+    scores = plugin.score(state, info, nodes)
     plugin.normalize(state, scores)
     return {n.name: s for n, s in zip(nodes, scores, strict=True)}
 
@@ -293,17 +293,23 @@ def test_gateway_spread_prefers_gateways_without_the_group() -> None:
     cache.assume(parse_workload(make_workload("web-1", labels=dep)), "a1")
     scores = run_score(GatewaySpread(), cache, make_workload("web-2", labels=dep))
     assert scores == {"a1": 0, "a2": 0, "b1": 100}
-    # Another deployment (or another namespace) is not counted.
-    other = run_score(
-        GatewaySpread(), cache, make_workload("api-1", labels={"fleetlet.io/deployment": "api"})
-    )
-    assert set(other.values()) == {100}
-    assert run_score(GatewaySpread(), cache, make_workload("web-x", "other-ns", labels=dep)) == {
+    # Another deployment (or another namespace) has none placed: skipped, every device scores the same.
+    api = {"fleetlet.io/deployment": "api"}
+    assert run_score(GatewaySpread(), cache, make_workload("api-1", labels=api)) == {}
+    assert run_score(GatewaySpread(), cache, make_workload("web-x", "other-ns", labels=dep)) == {}
+    assert run_score(GatewaySpread(), cache, make_workload("solo")) == {}  # no group: skipped
+    # Once one of "api" is placed, it counts only for "api".
+    cache.assume(parse_workload(make_workload("api-0", labels=api)), "b1")
+    assert run_score(GatewaySpread(), cache, make_workload("api-1", labels=api)) == {
         "a1": 100,
         "a2": 100,
+        "b1": 0,
+    }
+    assert run_score(GatewaySpread(), cache, make_workload("web-3", labels=dep)) == {
+        "a1": 0,
+        "a2": 0,
         "b1": 100,
     }
-    assert run_score(GatewaySpread(), cache, make_workload("solo")) == {}  # no group: skipped
 
 
 def test_zone_spread_and_unlabeled_devices() -> None:

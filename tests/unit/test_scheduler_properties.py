@@ -198,7 +198,7 @@ def add(a: tuple[int, int, int], b: tuple[int, int, int]) -> tuple[int, int, int
     return (a[0] + b[0], a[1] + b[1], a[2] + b[2])
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_random_fleets_never_overcommit_and_respect_every_constraint(data: st.DataObject) -> None:
     gateways = data.draw(gateways_st())

@@ -7,6 +7,8 @@ compared normalized (aarch64 = arm64, armhf/armv7 = arm, x86_64 = amd64).
 
 from __future__ import annotations
 
+from collections.abc import Hashable
+
 from ..framework import FEASIBLE, CycleState, FilterResult, unfit
 from ..objects import WorkloadInfo
 from ..snapshot import NodeInfo
@@ -19,6 +21,10 @@ class ArchitectureMatches:
     ``have no known architecture``."""
 
     name = "ArchitectureMatches"
+    dynamic = False
+
+    def signature(self, workload: WorkloadInfo) -> Hashable:
+        return workload.platforms
 
     def prefilter(self, state: CycleState, workload: WorkloadInfo) -> bool:
         if workload.archs is None:

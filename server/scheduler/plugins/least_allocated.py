@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from ..framework import MAX_SCORE, CycleState
 from ..objects import WorkloadInfo
 from ..snapshot import Cache, NodeInfo
@@ -15,20 +17,27 @@ class LeastAllocated:
     def prescore(self, state: CycleState, workload: WorkloadInfo, cache: Cache) -> bool:
         return True
 
-    def score(self, state: CycleState, workload: WorkloadInfo, node: NodeInfo) -> float:
+    def score(self, state: CycleState, workload: WorkloadInfo, nodes: Sequence[NodeInfo]) -> list[float]:
         req = workload.requests
-        alloc = node.allocatable
-        total = 0.0
-        dims = 0
-        for allocatable, used in (
-            (alloc.memory, node.req_memory + req.memory),
-            (alloc.cpu_millis, node.req_cpu + req.cpu_millis),
-            (alloc.flash, node.req_flash + req.flash),
-        ):
-            if allocatable > 0:
-                dims += 1
-                total += max(allocatable - used, 0) / allocatable
-        return MAX_SCORE * total / dims if dims else 0.0
+        m, c, f = req.memory, req.cpu_millis, req.flash
+        # Per device: 100 * mean over its resources of (allocatable - used) / allocatable, where
+        # inv_* is 1/allocatable (0 for a resource the device does not have).
+        return [
+            max(
+                MAX_SCORE
+                * (
+                    n.alloc_dims
+                    - (n.req_memory + m) * n.inv_memory
+                    - (n.req_cpu + c) * n.inv_cpu
+                    - (n.req_flash + f) * n.inv_flash
+                )
+                / n.alloc_dims,
+                0.0,
+            )
+            if n.alloc_dims
+            else 0.0
+            for n in nodes
+        ]
 
     def normalize(self, state: CycleState, scores: list[float]) -> None:
         return None

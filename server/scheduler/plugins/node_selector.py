@@ -7,6 +7,8 @@ conflict), plus the implicit ``fleetlet.io/gateway``, ``fleetlet.io/board`` and
 
 from __future__ import annotations
 
+from collections.abc import Hashable
+
 from ..framework import FEASIBLE, CycleState, FilterResult, unfit
 from ..objects import WorkloadInfo
 from ..snapshot import NodeInfo
@@ -18,6 +20,10 @@ class NodeSelectorMatches:
     """Reason: ``don't match the nodeSelector``."""
 
     name = "NodeSelectorMatches"
+    dynamic = False
+
+    def signature(self, workload: WorkloadInfo) -> Hashable:
+        return workload.node_selector
 
     def prefilter(self, state: CycleState, workload: WorkloadInfo) -> bool:
         return bool(workload.node_selector)

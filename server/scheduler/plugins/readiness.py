@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable
+
 from ..framework import FEASIBLE, CycleState, FilterResult, unfit
 from ..objects import WorkloadInfo
 from ..snapshot import NodeInfo
@@ -25,6 +27,10 @@ class DeviceReady:
     ``have no gateway``, ``have a cordoned gateway``, ``have a gateway that is not Ready``."""
 
     name = "DeviceReady"
+    dynamic = False
+
+    def signature(self, workload: WorkloadInfo) -> Hashable:
+        return None
 
     def prefilter(self, state: CycleState, workload: WorkloadInfo) -> bool:
         return True

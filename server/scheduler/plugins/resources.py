@@ -7,6 +7,8 @@ on it.
 
 from __future__ import annotations
 
+from collections.abc import Hashable
+
 from ..framework import FEASIBLE, CycleState, FilterResult, unfit
 from ..objects import WorkloadInfo
 from ..snapshot import NodeInfo
@@ -21,9 +23,26 @@ class ResourcesFit:
     (a device short of several resources counts under each)."""
 
     name = "ResourcesFit"
+    dynamic = True
+
+    def signature(self, workload: WorkloadInfo) -> Hashable:
+        return workload.requests
 
     def prefilter(self, state: CycleState, workload: WorkloadInfo) -> bool:
         return not workload.requests.is_zero()
+
+    def filter_batch(
+        self, state: CycleState, workload: WorkloadInfo, nodes: list[NodeInfo]
+    ) -> list[NodeInfo]:
+        req = workload.requests
+        m, c, f = req.memory, req.cpu_millis, req.flash
+        return [
+            n
+            for n in nodes
+            if n.req_memory + m <= n.alloc_memory
+            and n.req_cpu + c <= n.alloc_cpu
+            and n.req_flash + f <= n.alloc_flash
+        ]
 
     def filter(self, state: CycleState, workload: WorkloadInfo, node: NodeInfo) -> FilterResult:
         req = workload.requests

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable
+
 from ..framework import FEASIBLE, CycleState, FilterResult, unfit
 from ..objects import WorkloadInfo
 from ..snapshot import NodeInfo
@@ -11,6 +13,10 @@ class RuntimeSupported:
     """Reason: ``lack runtime docker``."""
 
     name = "RuntimeSupported"
+    dynamic = False
+
+    def signature(self, workload: WorkloadInfo) -> Hashable:
+        return workload.runtime
 
     def prefilter(self, state: CycleState, workload: WorkloadInfo) -> bool:
         state[self.name] = unfit(f"lack runtime {workload.runtime}")

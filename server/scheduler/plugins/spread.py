@@ -8,6 +8,8 @@ preferred nor excluded.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 from ..framework import CycleState, default_normalize
 from ..objects import WorkloadInfo
 from ..snapshot import Cache, NodeInfo
@@ -17,15 +19,15 @@ class GatewaySpread:
     name = "GatewaySpread"
 
     def prescore(self, state: CycleState, workload: WorkloadInfo, cache: Cache) -> bool:
-        if workload.group is None:
-            return False
-        state[self.name] = cache
+        counts = cache.gateway_counts(workload.group) if workload.group is not None else None
+        if not counts or not any(counts.values()):
+            return False  # none of the group placed yet: every device scores the same
+        state[self.name] = counts
         return True
 
-    def score(self, state: CycleState, workload: WorkloadInfo, node: NodeInfo) -> float:
-        cache: Cache = state[self.name]
-        assert workload.group is not None
-        return cache.gateway_count(workload.group, node.gateway_name)
+    def score(self, state: CycleState, workload: WorkloadInfo, nodes: Sequence[NodeInfo]) -> list[float]:
+        counts: Mapping[str, int] = state[self.name]
+        return [float(counts.get(n.gateway_name, 0)) for n in nodes]
 
     def normalize(self, state: CycleState, scores: list[float]) -> None:
         default_normalize(scores, reverse=True)
@@ -35,17 +37,15 @@ class ZoneSpread:
     name = "ZoneSpread"
 
     def prescore(self, state: CycleState, workload: WorkloadInfo, cache: Cache) -> bool:
-        if workload.group is None:
+        counts = cache.zone_counts(workload.group) if workload.group is not None else None
+        if not counts or not any(counts.values()):
             return False
-        state[self.name] = cache
+        state[self.name] = counts
         return True
 
-    def score(self, state: CycleState, workload: WorkloadInfo, node: NodeInfo) -> float:
-        if not node.zone:
-            return -1.0
-        cache: Cache = state[self.name]
-        assert workload.group is not None
-        return cache.zone_count(workload.group, node.zone)
+    def score(self, state: CycleState, workload: WorkloadInfo, nodes: Sequence[NodeInfo]) -> list[float]:
+        counts: Mapping[str, int] = state[self.name]
+        return [float(counts.get(n.zone, 0)) if n.zone else -1.0 for n in nodes]
 
     def normalize(self, state: CycleState, scores: list[float]) -> None:
         top = max(scores, default=0.0)

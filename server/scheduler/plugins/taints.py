@@ -6,8 +6,10 @@ PreferNoSchedule taints only lower its score.
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Sequence
+
 from ..framework import FEASIBLE, CycleState, FilterResult, default_normalize, unfit
-from ..objects import NO_EXECUTE, NO_SCHEDULE, PREFER_NO_SCHEDULE, Taint, Toleration, WorkloadInfo
+from ..objects import NO_EXECUTE, NO_SCHEDULE, Taint, Toleration, WorkloadInfo
 from ..snapshot import Cache, NodeInfo
 
 _HARD = (NO_SCHEDULE, NO_EXECUTE)
@@ -38,6 +40,10 @@ class TaintToleration:
     Score: fewer untolerated PreferNoSchedule taints (device + gateway) is better."""
 
     name = "TaintToleration"
+    dynamic = False
+
+    def signature(self, workload: WorkloadInfo) -> Hashable:
+        return workload.tolerations
 
     # -- filter -------------------------------------------------------------------------
     def prefilter(self, state: CycleState, workload: WorkloadInfo) -> bool:
@@ -58,16 +64,16 @@ class TaintToleration:
 
     # -- score --------------------------------------------------------------------------
     def prescore(self, state: CycleState, workload: WorkloadInfo, cache: Cache) -> bool:
-        return True
+        return cache.prefer_tainted_devices > 0  # no PreferNoSchedule taint anywhere: all equal
 
-    def score(self, state: CycleState, workload: WorkloadInfo, node: NodeInfo) -> float:
-        count = 0
-        gateway = node.gateway
-        for taints in (node.device.taints, gateway.taints if gateway is not None else ()):
-            for taint in taints:
-                if taint.effect == PREFER_NO_SCHEDULE and not tolerated(taint, workload.tolerations):
-                    count += 1
-        return count
+    def score(self, state: CycleState, workload: WorkloadInfo, nodes: Sequence[NodeInfo]) -> list[float]:
+        tolerations = workload.tolerations
+        return [
+            float(sum(1 for t in n.prefer_taints if not tolerated(t, tolerations)))
+            if n.prefer_taints
+            else 0.0
+            for n in nodes
+        ]
 
     def normalize(self, state: CycleState, scores: list[float]) -> None:
         default_normalize(scores, reverse=True)
