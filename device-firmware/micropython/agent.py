@@ -58,14 +58,15 @@ class Agent:
         self.need_get = False
         self.rereg = False
         self.registered = False
-        self.due = 0  # ticks: re-register before the lifetime runs out
+        self.due = ticks_ms()  # re-register before the lifetime runs out
         self.unsupported = []
         self.fetching = []
         self.error = None
         self.loop_crash = None
         self.applying = False
         self.up_ms = 0
-        self.client = None
+        self.client = coap.Client(net.UDPTransport(g("host", "127.0.0.1"), g("port", 5683)),
+                                  ack_timeout=g("ackTimeout", 2.0), block_size=g("blockSize", 1024))
 
     # ---- state ----------------------------------------------------------------------
     def uptime(self):
@@ -281,7 +282,8 @@ class Agent:
         finally:
             self.applying = False
             del sys.modules["applier"]
-            applier = wls = None
+            del applier
+            wls = None
         self.fetching = []
         self.unsupported = bad
         self.error = None
@@ -297,7 +299,4 @@ class Agent:
 
     async def run(self):
         self.boot()
-        g = self.cfg.get
-        self.client = coap.Client(net.UDPTransport(g("host", "127.0.0.1"), g("port", 5683)),
-                                  ack_timeout=g("ackTimeout", 2.0), block_size=g("blockSize", 1024))
         await asyncio.gather(self._desired_loop(), self._report_loop(), self._health_loop())

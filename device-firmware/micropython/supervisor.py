@@ -57,7 +57,7 @@ class App:
         self.exit = None
         self.msg = None
         self.task = None
-        self.since = 0
+        self.since = ticks_ms()
 
     def _set(self, state, msg=None):
         if state != self.state or msg != self.msg:

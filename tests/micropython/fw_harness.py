@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from aiocoap import Message
+from aiocoap.numbers.codes import Code
 
 FIRMWARE = Path(__file__).resolve().parents[2] / "device-firmware" / "micropython"
 SOURCE_ONLY = {"main.py", "__init__.py"}  # a board runs main.py from source
@@ -58,7 +59,8 @@ class Device:
         self.boots += 1
         self.log_path = self.dir / f"device-{self.boots}.log"
         env = dict(os.environ, MICROPYPATH=f".frozen:{self.fw}")
-        argv = [self.micropython, "-X", f"heapsize={self.heap}", str(self.fw / "main.py"), str(self.config_path)]
+        argv = [self.micropython, "-X", f"heapsize={self.heap}", str(self.fw / "main.py")]
+        argv.append(str(self.config_path))
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
                 argv,
@@ -114,6 +116,8 @@ class Relay:
         self.drop = drop
         self.rng = random.Random(seed)
         self.paths: list[str] = []
+        self.payloads: dict[str, bytes] = {}  # last request payload per path
+        self.last_response = b""  # payload of the last 2.05 Content from the gateway
         self.dropped = 0
         self.port = 0
         self._ready = threading.Event()
@@ -134,6 +138,12 @@ class Relay:
 
         class Up(asyncio.DatagramProtocol):  # relay <-> gateway
             def datagram_received(self, data: bytes, addr: Any) -> None:
+                try:
+                    msg = Message.decode(data)
+                    if msg.code == Code.CONTENT and msg.payload and msg.opt.block2 is None:
+                        relay.last_response = msg.payload
+                except Exception:
+                    pass
                 if device and not relay._lose():
                     front.sendto(data, device[0])
 
@@ -144,7 +154,10 @@ class Relay:
                 try:
                     msg = Message.decode(data)
                     if msg.code.is_request():
-                        relay.paths.append("/" + "/".join(msg.opt.uri_path))
+                        path = "/" + "/".join(msg.opt.uri_path)
+                        relay.paths.append(path)
+                        if msg.payload:
+                            relay.payloads[path] = msg.payload
                 except Exception:
                     pass
                 if not relay._lose():
