@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "gateway",
     "agent",
     "device",
+    "flash",
     "config",
     "version",
     "up",
