@@ -237,7 +237,8 @@ class DeviceResources(_Sized, Resource, ObservableInterface, PathCapable):  # ty
             return d
         self.backend.touch(d)
         view = self.backend.desired(ep)
-        if request.opt.block2 is None and view.etag in (request.opt.etags or ()):
+        want = request.opt.block2  # block 0 is only a size proposal: it may still get 2.03 Valid
+        if (want is None or want.block_number == 0) and view.etag in (request.opt.etags or ()):
             out = Message(code=Code.VALID)
         else:
             out = Message(code=Code.CONTENT, payload=view.doc, content_format=CBOR)
