@@ -16,6 +16,7 @@ from ..auth.bootstrap import ensure_admin
 from ..store import Store
 from .app import DEFAULT_MAX_BODY, create_app
 from .state import STATE
+from .validation import warm_validators
 
 log = logging.getLogger("fleetlet.api")
 
@@ -98,6 +99,7 @@ async def run_server(
         await ensure_admin(store, data_dir, _client_url(host, actual_port), config_path)
         site = web.SockSite(runner, sock, backlog=1024)
         await site.start()
+        warming = loop.run_in_executor(None, warm_validators)
         log.info(
             "fleetlet API server listening on http://%s:%d (backend %s, data dir %s)",
             host, actual_port, store.dialect, data_dir,
@@ -112,6 +114,7 @@ async def run_server(
             ready_event.set()
         await stop.wait()
         log.info("fleetlet API server stopping")
+        await warming
     finally:
         for sig in installed:
             loop.remove_signal_handler(sig)
