@@ -69,6 +69,15 @@ def peer_of(request: Message) -> str:
     return hostinfo.rpartition(":")[0] if ":" in hostinfo else hostinfo
 
 
+def _remember(peers: dict[str, str] | None, ep: str, request: Message) -> None:
+    """Where an authorized device last spoke from (host:port): the gateway asks an SBC agent
+    for logs there (gateway/tunnel.py), through NAT as the answer to its own traffic."""
+    if peers is not None:
+        hostinfo = str(getattr(request.remote, "hostinfo", "") or "")
+        if hostinfo and peers.get(ep) != hostinfo:
+            peers[ep] = hostinfo
+
+
 def _error(code: Code, text: str) -> Message:
     return Message(code=code, payload=text.encode()[:200])
 
@@ -143,9 +152,10 @@ class RegistrationResource(_Sized, Resource):  # type: ignore[misc]
     rt = "core.rd"
     ct = int(CBOR)
 
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend, peers: dict[str, str] | None = None) -> None:
         super().__init__()
         self.backend = backend
+        self.peers = peers
 
     async def render_post(self, request: Message) -> Message:
         return await _guarded("registration", request, lambda: self._post(request))
@@ -164,6 +174,7 @@ class RegistrationResource(_Sized, Resource):  # type: ignore[misc]
         result = await self.backend.register(ep, hello, peer_of(request))
         if isinstance(result, Refusal):
             return _refusal(result)
+        _remember(self.peers, ep, request)
         out = Message(code=Code.CREATED, payload=result.to_cbor(), content_format=CBOR)
         out.opt.location_path = ("rd", ep)
         return out
@@ -172,10 +183,19 @@ class RegistrationResource(_Sized, Resource):  # type: ignore[misc]
 class DeviceResources(_Sized, Resource, ObservableInterface, PathCapable):  # type: ignore[misc]
     """/d/<device>/{desired,report,logs}; ``desired`` is observable per device."""
 
-    def __init__(self, backend: Backend, *, max_age: int = 60) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        max_age: int = 60,
+        peers: dict[str, str] | None = None,
+        log_sink: Callable[[LogBatch], Any] | None = None,
+    ) -> None:
         super().__init__()
         self.backend = backend
         self.max_age = max_age
+        self.peers = peers
+        self.log_sink = log_sink  # also gets every accepted log batch (gateway/logbuffer.py)
         self._observers: dict[str, set[Any]] = {}
 
     def notify(self, ep: str) -> None:
@@ -229,6 +249,7 @@ class DeviceResources(_Sized, Resource, ObservableInterface, PathCapable):  # ty
         if isinstance(result, Refusal):
             log.info("%s /d/%s from %s refused: %s", request.code, ep, peer_of(request), result.message)
             return _refusal(result)
+        _remember(self.peers, ep, request)
         return result
 
     async def _desired(self, ep: str, request: Message) -> Message:
@@ -260,6 +281,8 @@ class DeviceResources(_Sized, Resource, ObservableInterface, PathCapable):  # ty
         if isinstance(d, Message):
             return d
         self.backend.logs(d, batch)
+        if self.log_sink is not None:
+            self.log_sink(batch)
         return Message(code=Code.CHANGED)
 
 
@@ -321,11 +344,14 @@ class CoreResource(Resource):  # type: ignore[misc]
 class GatewaySite:
     """The resources wired to one backend; ``site`` is what the server context (or OSCORE) serves."""
 
-    def __init__(self, backend: Backend, *, max_age: int = 60) -> None:
-        self.devices = DeviceResources(backend, max_age=max_age)
+    def __init__(
+        self, backend: Backend, *, max_age: int = 60, log_sink: Callable[[LogBatch], Any] | None = None
+    ) -> None:
+        self.peers: dict[str, str] = {}  # device -> host:port it last spoke from
+        self.devices = DeviceResources(backend, max_age=max_age, peers=self.peers, log_sink=log_sink)
         self.site = Site()
         self.site.add_resource([".well-known", "core"], CoreResource())
-        self.site.add_resource(["rd"], RegistrationResource(backend))
+        self.site.add_resource(["rd"], RegistrationResource(backend, self.peers))
         self.site.add_resource(["d"], self.devices)
         self.site.add_resource(["b"], BlobResource(backend))
 

@@ -72,7 +72,9 @@ async def run_gateway(cfg: GatewayConfig, *, ready: asyncio.Event | None = None)
     from .coap_server import GatewaySite, start_server
     from .devices import DeviceTable
     from .localstore import LocalStore
+    from .logbuffer import LogBuffer
     from .status_sync import StatusSync
+    from .tunnel import LogTunnel
     from .upstream import Upstream
 
     host, port = parse_listen(cfg.listen)
@@ -94,13 +96,15 @@ async def run_gateway(cfg: GatewayConfig, *, ready: asyncio.Event | None = None)
     provider = CoapDeviceProvider(store, status, upstream, devices=devices, events=upstream)
     mirror: Any = None
     ctx: Any = None
+    logbuf = LogBuffer()
     try:
         await provider.load()
         await status.load()
-        site = GatewaySite(provider, max_age=cfg.max_age)
+        site = GatewaySite(provider, max_age=cfg.max_age, log_sink=logbuf.add)
         provider.on_doc_changed = site.devices.notify
         upstream.attach(provider, status)
         ctx = await start_server(site, host, port)
+        tunnel = LogTunnel(api, cfg.name, logbuf, peers=site.peers, coap=lambda: ctx)
         log.info(
             "gateway %s: CoAP on %s:%d, API %s, data in %s", cfg.name, host, port, cfg.server, cfg.data_dir
         )
@@ -116,6 +120,7 @@ async def run_gateway(cfg: GatewayConfig, *, ready: asyncio.Event | None = None)
             ready.set()
         async with asyncio.TaskGroup() as tg:
             tg.create_task(upstream.run())
+            tg.create_task(tunnel.run())
             tg.create_task(status.run())
             tg.create_task(_every(1.0, provider.sweep))
             tg.create_task(_every(cfg.refresh_interval, provider.refresh_refs))

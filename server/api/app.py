@@ -21,6 +21,7 @@ from .metrics import CONTENT_TYPE, ApiMetrics
 from .resources import API_VERSION, BY_PLURAL, KINDS, SYSTEM_NAMESPACES
 from .state import STATE, ApiState, request_meta
 from .status import ApiError, from_store_error, not_found, reason_for
+from .tunnel import TUNNELS, TunnelHub, answer_tunnel, openapi_paths, serve_log, serve_tunnel
 from .validation import validate
 
 log = logging.getLogger("fleetlet.api")
@@ -112,7 +113,9 @@ async def version(request: web.Request) -> web.Response:
 
 def openapi_document() -> bytes:
     kinds = [KindSpec(k.kind, k.plural, k.namespaced, k.status_subresource, k.subresources) for k in KINDS]
-    return json.dumps(generate_openapi(kinds, VERSION), separators=(",", ":")).encode()
+    doc = generate_openapi(kinds, VERSION)
+    doc["paths"].update(openapi_paths())
+    return json.dumps(doc, separators=(",", ":")).encode()
 
 
 async def openapi(request: web.Request) -> web.Response:
@@ -146,6 +149,7 @@ async def _on_startup(app: web.Application) -> None:
 async def _on_shutdown(app: web.Application) -> None:
     api = app[STATE]
     api.shutting_down = True
+    app[TUNNELS].close_all()  # ends each gateway's tunnel stream
     for w in list(api.watchers):
         w.close()  # ends each open watch stream
 
@@ -176,6 +180,11 @@ def create_app(
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/version", version)
     app.router.add_get("/openapi.json", openapi)
+    app[TUNNELS] = TunnelHub()
+    # Logs through the gateway's tunnel (server/api/tunnel.py); before the generic handler.
+    app.router.add_route("*", "/api/v1/namespaces/{namespace}/workloads/{name}/log", serve_log)
+    app.router.add_route("*", "/api/v1/gateways/{gateway}/tunnel", serve_tunnel)
+    app.router.add_route("*", "/api/v1/gateways/{gateway}/tunnel/{id}", answer_tunnel)
     app.router.add_route("*", "/api/v1/{tail:.*}", handle)
     app.on_startup.append(_on_startup)
     app.on_shutdown.append(_on_shutdown)

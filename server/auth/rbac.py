@@ -68,6 +68,12 @@ async def authorize(p: Principal, info: RequestInfo, store: Store) -> None:
     role = p.role
     if role == "admin":
         return
+    # Subresources that reach through a gateway to devices (docs/API.md, "Logs"). Logs often carry
+    # what an app printed of its config and secrets, so viewers (who may not read Secrets) may not.
+    if info.subresource == "log" and role != "operator":
+        raise _forbidden(p, info, "reading logs needs the admin or operator role")
+    if info.subresource == "tunnel" and role != "gateway":
+        raise _forbidden(p, info, "only a gateway opens and answers its own tunnel")
     if role == "operator":
         if info.resource == "tokens":
             raise _forbidden(p, info, "operators have no access to tokens")

@@ -17,6 +17,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "apply",
     "get",
     "describe",
+    "logs",
     "rollout",
     "delete",
     "token",
