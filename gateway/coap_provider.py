@@ -382,7 +382,7 @@ class CoapDeviceProvider:
         info = self._wls.get(batch.uid)
         name = info.key if info else batch.uid
         for line in batch.lines[-20:]:
-            log.info("[%s %s] %s", d.name, name, line.text)
+            log.debug("[%s %s] %s", d.name, name, line.text)
 
     def _seen(self, d: DeviceState, key: str, fields: Obj) -> None:
         if self.devices.seen(d):

@@ -117,4 +117,4 @@ async def test_harness_serves_healthz_and_system_namespaces(tmp_path: Path) -> N
         r = await api.call("GET", "/healthz", token=None)
         assert (r.status, r.text) == (200, "ok")
         names = [n["metadata"]["name"] for n in (await api.ok("GET", "/api/v1/namespaces"))["items"]]
-        assert names == ["default", "fleetlet-node-lease"]
+        assert names == ["default", "fleetlet-node-lease", "fleetlet-system"]

@@ -134,7 +134,7 @@ def test_apply_get_describe_delete_round_trip(cluster: Cluster) -> None:
     assert table.exit_code == 0, table.output
     header, *rows = table.stdout.splitlines()
     assert header.split() == ["NAME", "MODE", "READY", "UP-TO-DATE", "AGE"]
-    assert sorted(r.split()[:2] for r in rows) == [["sensor", "Replicas"], ["web", "Replicas"]]
+    assert sorted(r.split()[:2] for r in rows) == [["sensor", "EveryDevice"], ["web", "Replicas"]]
 
     as_json = json.loads(cluster.run("get", "deployments", "web", "-o", "json").stdout)
     assert as_json["kind"] == "Deployment" and as_json["metadata"]["name"] == "web"
