@@ -10,6 +10,9 @@ both Workloads Running, and reports keep arriving for the phase without a Memory
 Binary search with short phases; the final candidate is confirmed over --final-seconds.
 The last line is one JSON object (min_heap_kb, report/desired bytes vs JSON, ...).
 
+Each app logs a line every 5 s, so the log ring and its POSTs to /d/<dev>/logs are part of
+what is measured. Block size: the firmware's default (256 B; the desired doc comes in blocks).
+
 Note: the unix port is a 64-bit build (8-byte objects); a 32-bit board needs less heap for
 the same code.
 """
@@ -44,6 +47,8 @@ async def main(ctx):
     while True:
         n += 1
         ctx.metric("n", n)
+        if not n % 5:
+            ctx.log("tick %d" % n)  # log lines are kept and shipped to the gateway too
         await asyncio.sleep(1)
 """
 

@@ -7,28 +7,40 @@
 # crash-loops). Trial and rollback: a new version is "on trial" until all its apps have
 # run for goodAfter seconds; `crashLimit` crashes of an app, or `trialBoots` boots that
 # never got that far, switch back to the last good version and flag it in the report.
+# _log_loop POSTs the apps' pending log lines (supervisor.py keeps them) every few seconds.
+#
+# RAM: applier.py is imported only while applying, and dropped from sys.modules afterwards.
+# wire.py stays: imported again later, its globals (about 100 names) need one contiguous
+# 1.5 KB block, which a fragmented small heap may no longer have.
 
 import asyncio
 import gc
 import sys
+from micropython import const
+from time import ticks_add, ticks_diff, ticks_ms
 
-try:
-    from time import ticks_add, ticks_diff, ticks_ms
-except ImportError:  # type checkers, CPython
-    pass
-
+import wire  # first, while the heap is unfragmented: its globals need one 1.5 KB block
 import coap
 import net
 import report
-import wire
 from store import Store
 from supervisor import Supervisor
 
 VERSION = "0.1.0"
-CBOR_CF = 60
+_CBOR_CF = const(60)
+_CREATED = const(0x41)
 _ARCHS = ("", "x86", "x64", "armv6", "armv6m", "armv7m", "armv7em", "armv7emsp", "armv7emdp",
           "xtensa", "xtensawin", "rv32imc", "rv64imc")
-_GONE = (0x81, 0x83, 0x84)  # 4.01, 4.03, 4.04: the gateway does not know this registration
+
+
+def _gone(code):
+    return code == 0x81 or code == 0x83 or code == 0x84  # 4.01, 4.03, 4.04: registration unknown
+
+
+def _drop(name):
+    # forget a lazily imported module: its RAM is given back at the next collection
+    if name in sys.modules:
+        del sys.modules[name]
 
 
 def arch():
@@ -45,7 +57,7 @@ class Agent:
         self.name = g("device") or g("name")
         self.store = Store(g("data", "data"))
         self.sup = Supervisor(self.store, self._changed, g("backoff", 1), g("backoffMax", 60),
-                              g("crashLimit", 3))
+                              g("crashLimit", 3), g("logLines", 20), g("logBytes", 1024))
         self.sup.on_crash_loop = self._crash_loop
         self.good_after = g("goodAfter", 30)
         self.interval = g("reportInterval", g("report_interval", 30))
@@ -66,7 +78,7 @@ class Agent:
         self.applying = False
         self.up_ms = 0
         self.client = coap.Client(net.UDPTransport(g("host", "127.0.0.1"), g("port", 5683)),
-                                  ack_timeout=g("ackTimeout", 2.0), block_size=g("blockSize", 1024))
+                                  ack_timeout=g("ackTimeout", 2.0), block_size=g("blockSize", 256))
 
     # ---- state ----------------------------------------------------------------------
     def uptime(self):
@@ -166,8 +178,8 @@ class Agent:
                 continue
             try:
                 r = await self.client.post("/d/%s/report" % self.name, report.build(self),
-                                           content_format=CBOR_CF)
-                if r.code in _GONE:
+                                           content_format=_CBOR_CF)
+                if _gone(r.code):
                     self.rereg = True
                     self.ev_desired.set()
             except (coap.CoapError, MemoryError):
@@ -180,36 +192,40 @@ class Agent:
         delay = 1
         while True:
             self.registered = False
-            gc.collect()
-            tok = g("token")
-            hello = wire.hello(g("board", sys.platform), VERSION, arch(), [wire.RUNTIME_MICROPYTHON],
-                               gc.mem_free(), self.st["boot"], tok.encode() if tok else None,
-                               gc.mem_free() + gc.mem_alloc(), self.store.free())
-            try:
-                r = await c.post("/rd?ep=" + self.name, hello, content_format=CBOR_CF)
-                if r.code == 0x41:
-                    life = wire.read_registered(r.payload)[0]
-                    self.due = ticks_add(ticks_ms(), max(life * 800, 5000))
-                    self.registered = True
-                    self.rereg = False
-                    print("fleetlet: registered as %s" % self.name)
-                    self._changed()
-                    return
-                self._err("registration refused: %s" % r.code_str())
-            except (coap.CoapError, wire.WireError) as e:
-                self._err("registration: %r" % e)
+            if await self._hello(c, g):
+                return
             await asyncio.sleep(delay)
             delay = min(delay * 2, 60)
 
+    async def _hello(self, c, g):
+        try:
+            gc.collect()
+            tok = g("token")
+            hello = wire.hello(g("board", sys.platform), VERSION, arch(), ["micropython"],
+                               gc.mem_free(), self.st["boot"], tok.encode() if tok else None,
+                               gc.mem_free() + gc.mem_alloc(), self.store.free())
+            r = await c.post("/rd?ep=" + self.name, hello, content_format=_CBOR_CF)
+            hello = None
+            if r.code == _CREATED:
+                life = wire.read_registered(r.payload)[0]
+                self.due = ticks_add(ticks_ms(), max(life * 800, 5000))
+                self.registered = True
+                self.rereg = False
+                print("fleetlet: registered as %s" % self.name)
+                self._changed()
+                return True
+            self._err("registration refused: %s" % r.code_str())
+        except (coap.CoapError, wire.WireError) as e:
+            self._err("registration: %r" % e)
+        return False
+
     def _on_desired(self, m):
-        # runs in the CoAP receive loop: only take note
+        # runs in the CoAP receive loop: only take note (a document of several blocks comes
+        # here whole: coap.Observation fetched the rest)
         if m.code == coap.CONTENT:
-            blk = m.block2
-            if blk and (blk[0] or blk[1]):
-                self.need_get = True  # larger than one block: GET it whole
-            elif m.etag != self.etag:
+            if m.etag != self.etag:
                 self.doc, self.etag = m.payload, m.etag
-        elif m.code in _GONE:
+        elif _gone(m.code):
             self.rereg = True
         self.ev_desired.set()
 
@@ -249,7 +265,7 @@ class Agent:
             return
         if r.code == coap.CONTENT and r.etag != self.etag:
             self.doc, self.etag = r.payload, r.etag
-        elif r.code in _GONE:
+        elif _gone(r.code):
             self.rereg = True
 
     async def _apply(self):
@@ -268,7 +284,7 @@ class Agent:
             self.doc = None  # nothing new, or the version we rolled back from
             return
         print("fleetlet: applying gen %d" % gen)
-        import applier  # loaded only while applying: its RAM is given back afterwards
+        import applier
 
         self.applying = True
         try:
@@ -281,7 +297,7 @@ class Agent:
             return
         finally:
             self.applying = False
-            del sys.modules["applier"]
+            _drop("applier")
             del applier
             wls = None
         self.fetching = []
@@ -297,6 +313,29 @@ class Agent:
             self.fetching.append((uid, g))
             self._changed()
 
+    async def _log_loop(self):
+        path = "/d/%s/logs" % self.name
+        every = self.cfg.get("logInterval", 3)
+        while True:
+            await asyncio.sleep(every)
+            if not self.registered:
+                continue
+            for app in self.sup.apps:
+                if not app.logs and not app.dropped:
+                    continue
+                try:
+                    buf, upto, dropped = app.batch()
+                    r = await self.client.post(path, buf, content_format=_CBOR_CF)
+                except (coap.CoapError, MemoryError):
+                    break  # kept (as the ring allows) for the next round
+                buf = None
+                if _gone(r.code):
+                    self.rereg = True
+                    self.ev_desired.set()
+                    break
+                app.sent(upto, dropped)  # taken, or refused for good (4.00, 4.13): not resent
+
     async def run(self):
         self.boot()
-        await asyncio.gather(self._desired_loop(), self._report_loop(), self._health_loop())
+        await asyncio.gather(self._desired_loop(), self._report_loop(), self._health_loop(),
+                             self._log_loop())

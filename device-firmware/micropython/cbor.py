@@ -16,10 +16,12 @@ import struct
 
 try:
     from micropython import const
-except ImportError:  # CPython, for tests and tools
+except ImportError:  # CPython, for tests and tools: const() is the identity there
+    TYPE_CHECKING = False
+    if not TYPE_CHECKING:  # not a redefinition for mypy, which checks the MicroPython stubs
 
-    def const(x):
-        return x
+        def const(expr):
+            return expr
 
 
 MAX_DEPTH = const(16)  # nesting limit: recursion uses the C stack on a board
@@ -156,8 +158,8 @@ def _map(out, d, depth):
         _enc(kb, k, depth)
         items.append((bytes(kb), k))
     items.sort()
-    for kb, k in items:
-        out.extend(kb)
+    for key, k in items:
+        out.extend(key)
         _enc(out, d[k], depth)
 
 
@@ -223,7 +225,7 @@ def dumps(obj, out=None):
 
 # Decoder state lives in module globals, not in returned tuples, to avoid one
 # allocation per item; loads() is not re-entrant (the firmware is single-threaded).
-_buf = b""
+_buf = b""  # type: bytes | memoryview
 _pos = 0
 
 
@@ -362,7 +364,7 @@ def _item(depth):
             lst.append(_item(depth))
         return lst
     if mt == 5:
-        d = {}
+        d = {}  # type: dict
         if ai == 31:
             while not _brk():
                 _pair(d, depth)

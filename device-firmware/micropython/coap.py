@@ -18,27 +18,40 @@ import gc
 import os
 
 try:
+    from micropython import const
     from time import ticks_add, ticks_diff, ticks_ms
 except ImportError:  # CPython: only the codec is used there, but keep the module importable
-    from time import monotonic
+    TYPE_CHECKING = False
+    if not TYPE_CHECKING:  # not redefinitions for mypy, which checks the MicroPython stubs
+        from time import monotonic
 
-    def ticks_ms():
-        return int(monotonic() * 1000)
+        def const(expr):
+            return expr
 
-    def ticks_diff(a, b):
-        return a - b
+        def ticks_ms():
+            return int(monotonic() * 1000)
 
-    def ticks_add(a, b):
-        return a + b
+        def ticks_diff(a, b):
+            return a - b
+
+        def ticks_add(a, b):
+            return a + b
 
 
-CON, NON, ACK, RST = 0, 1, 2, 3
-GET, POST, PUT, DELETE = 1, 2, 3, 4
+# Public names are the ones callers and tests use; the _private ones are folded by the
+# compiler and take no RAM on a board.
+CON, NON, ACK = 0, 1, 2
+_RST = const(3)
+GET, POST = 1, 2
 VALID, CONTENT = 0x43, 0x45
 
 # option numbers
-IF_MATCH, ETAG, OBSERVE, LOCATION_PATH, URI_PATH, CONTENT_FORMAT = 1, 4, 6, 8, 11, 12
-MAX_AGE, URI_QUERY, ACCEPT, BLOCK2, SIZE2 = 14, 15, 17, 23, 28
+ETAG, OBSERVE, URI_PATH, BLOCK2 = 4, 6, 11, 23
+_LOCATION_PATH = const(8)
+_CONTENT_FORMAT = const(12)
+_MAX_AGE = const(14)
+_URI_QUERY = const(15)
+_ACCEPT = const(17)
 
 
 class CoapError(Exception):
@@ -77,7 +90,7 @@ def _ext(v):
 
 def _sort(opts):
     # insertion sort: stable (MicroPython's sort is not), and option lists are short
-    out = []
+    out = []  # type: list
     for o in opts:
         i = len(out)
         while i and out[i - 1][0] > o[0]:
@@ -135,7 +148,7 @@ def _nib(v, buf, i, n):
 
 def decode_options(buf, i, n):
     """Parse options from buf[i:n]; returns (list of (number, bytes), payload start or n)."""
-    opts = []
+    opts = []  # type: list
     num = 0
     while i < n:
         b = buf[i]
@@ -178,7 +191,7 @@ class Message:
 
     @property
     def max_age(self):
-        return to_uint(self.opt(MAX_AGE, b"\x3c"))  # default 60 s
+        return to_uint(self.opt(_MAX_AGE, b"\x3c"))  # default 60 s
 
     def uint_opt(self, num):
         v = self.opt(num)
@@ -186,7 +199,7 @@ class Message:
 
     @property
     def content_format(self):
-        return self.uint_opt(CONTENT_FORMAT)
+        return self.uint_opt(_CONTENT_FORMAT)
 
     @property
     def observe(self):
@@ -194,7 +207,7 @@ class Message:
 
     @property
     def location_path(self):
-        return "/" + "/".join(s.decode() for s in self.all(LOCATION_PATH))
+        return "/" + "/".join(s.decode() for s in self.all(_LOCATION_PATH))
 
     @property
     def block2(self):
@@ -248,10 +261,10 @@ def fresher(v1, v2, t1, t2):
 
 def split_uri(path, query=None):
     """'/a/b?x=1' (+ query str/list/dict) -> list of Uri-Path and Uri-Query options."""
-    opts = []
+    opts = []  # type: list
     if "?" in path:
         path, q = path.split("?", 1)
-        opts.extend((URI_QUERY, s.encode()) for s in q.split("&") if s)
+        opts.extend((_URI_QUERY, s.encode()) for s in q.split("&") if s)
     for seg in path.split("/"):
         if seg:
             opts.append((URI_PATH, seg.encode()))
@@ -260,7 +273,7 @@ def split_uri(path, query=None):
             query = ["%s=%s" % kv for kv in query.items()]
         elif isinstance(query, str):
             query = query.split("&")
-        opts.extend((URI_QUERY, q.encode() if isinstance(q, str) else q) for q in query if q)
+        opts.extend((_URI_QUERY, q.encode() if isinstance(q, str) else q) for q in query if q)
     return opts
 
 
@@ -284,11 +297,11 @@ class Observation:
         self.callback = callback
         self.token = client._token()
         self.seq = None
-        self.t = 0
-        self.due = 0  # ticks when silence triggers re-registration
+        self.t = self.due = ticks_ms()  # due: ticks when silence triggers re-registration
         self.active = True
         self.registering = False
         self.registrations = 0
+        self.partial = None  # block 0 of a notification whose other blocks are being fetched
 
     def _arm(self, resp):
         self.due = ticks_add(ticks_ms(), (resp.max_age + self.client.obs_margin) * 1000)
@@ -308,7 +321,27 @@ class Observation:
             self.due = ticks_add(now, self.client.obs_margin * 1000)
             if not m.ok:
                 self.active = False  # an error ends it for good
+        self.partial = None  # anything still being completed is older than m
+        blk = m.block2 if m.code == CONTENT else None
+        if blk is not None and blk[1]:
+            # block 0 of a larger representation: GET the rest, then hand it over whole
+            self.partial = m
+            asyncio.create_task(self._complete(m))
+            return
         self.callback(m)
+
+    async def _complete(self, m):
+        try:
+            r = await self.client.request(GET, self.path, query=self.query, _first=m)
+        except (CoapError, MemoryError):  # e.g. the ETag changed between blocks: a fresh block 0 is due
+            r = None
+        if self.partial is not m or not self.active:
+            return  # a fresher notification came meanwhile, or we were cancelled
+        self.partial = None
+        if r is None:
+            self.due = ticks_add(ticks_ms(), self.client.obs_margin * 1000)  # register again soon
+        else:
+            self.callback(r)
 
     async def cancel(self, deregister=True):
         """Stop; deregister with GET Observe=1, or just answer the next notification with RST."""
@@ -374,7 +407,7 @@ class Client:
 
     def _reply(self, mtype, mid):
         self._send(encode(mtype, 0, mid))
-        if mtype == RST:
+        if mtype == _RST:
             self.rst_sent += 1
 
     async def _rx_loop(self):
@@ -415,11 +448,11 @@ class Client:
 
     def _dispatch(self, m):
         t = m.type
-        if t == ACK or t == RST:
+        if t == ACK or t == _RST:
             ex = self._find(mid=m.mid)
             if ex is None or ex.resp is not None:
                 return  # late or duplicate ACK
-            if t == RST:
+            if t == _RST:
                 ex.rst = True
             elif m.code == 0:
                 ex.acked = True
@@ -434,7 +467,7 @@ class Client:
         if m.code < 64 or m.code >= 192:
             self.bad += 1
             if t == CON:
-                self._reply(RST, m.mid)
+                self._reply(_RST, m.mid)
             return
         key = m.mid << 2
         for s in self._seen:
@@ -454,10 +487,10 @@ class Client:
                     o._deliver(m)
                     break
             else:
-                reply = RST  # nobody wants it (e.g. a cancelled observation)
+                reply = _RST  # nobody wants it (e.g. a cancelled observation)
         self._seen[self._seen_i] = key | reply
         self._seen_i = (self._seen_i + 1) & 7
-        if t == CON or reply == RST:
+        if t == CON or reply == _RST:
             self._reply(reply, m.mid)
 
     async def _wait(self, ev, seconds):
@@ -496,38 +529,54 @@ class Client:
 
     # -- public API --
     async def request(self, method, path, payload=b"", query=None, content_format=None, etag=None,
-                      accept=None, observe=None, confirmable=True, sink=None, _token=None, _obs=None):
+                      accept=None, observe=None, confirmable=True, sink=None, _token=None, _obs=None,
+                      _first=None):
         """Send a request and return the response Message (CoapTimeout/CoapReset on failure).
 
-        A Block2 body is fetched whole into a bytearray payload, or, with sink, passed block by
-        block to sink(bytes) and not kept (for blobs on small heaps).
+        A GET proposes the client's block size (Block2, block 0). A Block2 body is fetched
+        whole into a bytearray payload, or, with sink, passed block by block to sink(bytes)
+        and not kept (for blobs on small heaps). Every block must carry the first block's
+        ETag. With _first (block 0 of a notification), only the later blocks are fetched.
+        An Observe registration (_obs) returns its first response as it came: the
+        Observation completes it.
         """
         self.start()
         if isinstance(payload, str):
             payload = payload.encode()
         base = split_uri(path, query)
         if content_format is not None:
-            base.append((CONTENT_FORMAT, uint(content_format)))
+            base.append((_CONTENT_FORMAT, uint(content_format)))
         if etag is not None:
             base.append((ETAG, etag))
         if accept is not None:
-            base.append((ACCEPT, uint(accept)))
+            base.append((_ACCEPT, uint(accept)))
         if observe is not None:
             base.append((OBSERVE, uint(observe)))
         mtype = CON if confirmable else NON
         token = _token or self._token()
         num, szx = 0, self.szx
         body = None
-        first = None
+        first = _first
+        if first is not None:
+            bnum, _, szx = first.block2
+            num = bnum + 1
+            token = self._token()
+            if sink is not None:
+                sink(first.payload)
+            else:
+                body = bytearray(first.payload)
         while True:
             opts = base
             if num:  # later blocks go without Observe (RFC 7959 2.6)
                 opts = [o for o in base if o[0] != OBSERVE]
-            if num or (method == GET and observe is None):
+            if method == GET:
                 opts = opts + [(BLOCK2, uint(block_encode(num, False, szx)))]  # early size negotiation
             mid = self._next_mid()
             buf = encode(mtype, method, mid, token, opts, payload)
             resp = await self._exchange(buf, mid, token, mtype == CON, None if num else _obs)
+            buf = opts = None
+            if _obs is not None:
+                return resp
             blk = resp.block2 if resp.ok else None
             if blk is None:
                 if first is None:
@@ -538,14 +587,15 @@ class Client:
             bnum, more, bszx = blk
             if first is None:
                 first = resp
-                body = None if sink is not None else bytearray()
+                if sink is None:
+                    body = bytearray()
             elif resp.etag != first.etag:
                 raise CoapError("etag changed")  # the resource changed under us
             if (bnum << (bszx + 4)) != (num << (szx + 4)) or bszx > szx:
                 raise CoapError("block order")
             if sink is not None:
                 sink(resp.payload)
-            else:
+            elif body is not None:
                 gc.collect()  # frees this exchange's garbage so the body can grow in place
                 body += resp.payload
             if not more:

@@ -14,16 +14,16 @@ class UDPTransport:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.connect(addr)
         self.sock.setblocking(False)
+        # asyncio's stream over the socket: its readinto() waits in the poller, then reads
+        self._rd = asyncio.StreamReader(self.sock)
 
     def send(self, buf):
         self.sock.send(buf)
 
-    def recv_into(self, buf):
-        # a generator, not `async def`: it yields to asyncio's poller like asyncio.StreamReader
+    async def recv_into(self, buf):
         while True:
-            yield asyncio.core._io_queue.queue_read(self.sock)
             try:
-                n = self.sock.readinto(buf)
+                n = await self._rd.readinto(buf)
             except OSError as e:
                 if e.errno == 11:  # EAGAIN: spurious wake-up
                     continue

@@ -9,18 +9,40 @@
 # never (2) not at all. The delay doubles from `base` up to `cap` seconds, and starts over
 # once an app has run for `cap` seconds. While a new version is on trial, an app that
 # crashes `limit` times makes on_crash_loop() run (the agent rolls back).
+#
+# Logs: ctx.log() prints, and keeps the line in a small per-app ring (at most `log_lines`
+# lines and `log_bytes` bytes; the oldest are dropped and counted) until the agent has
+# POSTed it to the gateway as a log-batch (batch()).
 
 import asyncio
 import gc
 import sys
-
-try:
-    from time import ticks_diff, ticks_ms
-except ImportError:  # type checkers, CPython
-    pass
+from micropython import const
+from time import ticks_diff, ticks_ms
 
 import cbor
-import wire
+
+# wire.py's numbers (a test checks they match): private, so they are folded and take no RAM
+_V = const(0)
+_VERSION = const(1)
+_LOG_UID = const(1)
+_LOG_LINES = const(3)
+_LOG_CLOCK = const(4)
+_LOG_DROPPED = const(5)
+_CLOCK_UPTIME_MS = const(1)
+_STREAM_STDOUT = const(0)
+_STREAM_STDERR = const(1)
+_RESTART_ON_FAILURE = const(1)
+_RESTART_NEVER = const(2)
+_STATE_PENDING = const(0)
+_STATE_STARTING = const(2)
+_STATE_RUNNING = const(3)
+_STATE_SUCCEEDED = const(4)
+_STATE_FAILED = const(5)
+_STATE_BACKOFF = const(6)
+_LINE_MAX = const(160)  # longer lines are cut
+
+_T0 = ticks_ms()  # log times are ms since boot (the uptime-ms log clock)
 
 
 class Ctx:
@@ -35,6 +57,7 @@ class Ctx:
 
     def log(self, msg):
         print("[%s] %s" % (self.name, msg))
+        self._app.log(msg)
 
     def metric(self, name, value):
         self._app.sup.metrics[self._app.short + "." + name] = value
@@ -51,13 +74,46 @@ class App:
         self.key = rec["k"]
         self.policy = rec["p"]
         self.path = path
-        self.state = wire.STATE_PENDING
+        self.state = _STATE_PENDING
         self.restarts = 0
         self.crashes = 0  # since the version went on trial
         self.exit = None
         self.msg = None
         self.task = None
         self.since = ticks_ms()
+        self.logs = []  # (ms since boot, stream, text) not sent yet
+        self.lbytes = 0
+        self.lcount = 0  # lines ever logged: logs holds numbers lcount - len(logs) .. lcount - 1
+        self.dropped = 0  # lines dropped and not reported yet
+
+    def log(self, text, stream=_STREAM_STDOUT):
+        if type(text) is not str:
+            text = str(text)
+        if len(text) > _LINE_MAX:
+            text = text[:_LINE_MAX]
+        logs, sup = self.logs, self.sup
+        logs.append((ticks_diff(ticks_ms(), _T0), stream, text))
+        self.lcount += 1
+        self.lbytes += len(text) + 8
+        while len(logs) > sup.log_lines or self.lbytes > sup.log_bytes:
+            self.lbytes -= len(logs.pop(0)[2]) + 8
+            self.dropped += 1
+
+    def batch(self):
+        """-> (CBOR log-batch of the pending lines, lcount, dropped): pass the last two to sent()."""
+        m = {_V: _VERSION, _LOG_UID: self.uid, _LOG_LINES: self.logs, _LOG_CLOCK: _CLOCK_UPTIME_MS}
+        if self.dropped:
+            m[_LOG_DROPPED] = self.dropped
+        return cbor.dumps(m), self.lcount, self.dropped
+
+    def sent(self, upto, dropped):
+        """The lines numbered below `upto` and `dropped` drops have reached the gateway."""
+        logs = self.logs
+        k = len(logs) - (self.lcount - upto)  # lines logged meanwhile stay; dropped ones are gone
+        while k > 0:
+            self.lbytes -= len(logs.pop(0)[2]) + 8
+            k -= 1
+        self.dropped -= min(dropped, self.dropped)
 
     def _set(self, state, msg=None):
         if state != self.state or msg != self.msg:
@@ -88,7 +144,7 @@ class App:
         sup = self.sup
         fails = 0
         while True:
-            self._set(wire.STATE_STARTING)
+            self._set(_STATE_STARTING)
             t0 = ticks_ms()
             err = None
             try:
@@ -96,7 +152,7 @@ class App:
                 gc.collect()
                 coro = main(ctx)
                 self.since = ticks_ms()
-                self._set(wire.STATE_RUNNING)
+                self._set(_STATE_RUNNING)
                 await coro
                 self.exit = 0
             except asyncio.CancelledError:
@@ -109,23 +165,26 @@ class App:
             ran = ticks_diff(ticks_ms(), t0) // 1000
             if err is not None:
                 print("[%s] crashed: %s" % (self.name, err))
+                self.log("crashed: " + err, _STREAM_STDERR)
                 self.crashes += 1
                 if sup.trial and self.crashes >= sup.limit and sup.on_crash_loop:
-                    self._set(wire.STATE_BACKOFF, err)
+                    self._set(_STATE_BACKOFF, err)
                     sup.on_crash_loop(self, err)
                     return
-            if self.policy == wire.RESTART_NEVER or (err is None and self.policy == wire.RESTART_ON_FAILURE):
-                self._set(wire.STATE_FAILED if err else wire.STATE_SUCCEEDED, err)
+            if self.policy == _RESTART_NEVER or (err is None and self.policy == _RESTART_ON_FAILURE):
+                self._set(_STATE_FAILED if err else _STATE_SUCCEEDED, err)
                 return
             fails = 0 if ran >= sup.cap else fails + 1
             self.restarts += 1
-            self._set(wire.STATE_BACKOFF, err)
+            self._set(_STATE_BACKOFF, err)
             await asyncio.sleep(min(sup.base * (1 << min(fails, 16)) // 2, sup.cap))
 
 
 class Supervisor:
-    def __init__(self, store, changed, base=1, cap=60, limit=3):
+    def __init__(self, store, changed, base=1, cap=60, limit=3, log_lines=20, log_bytes=1024):
         self.store = store
+        self.log_lines = log_lines
+        self.log_bytes = log_bytes
         self.changed = changed  # called on every state change (report on change)
         self.base = base
         self.cap = cap
@@ -165,8 +224,8 @@ class Supervisor:
         """Every app has run for `secs` since its last start, or finished as its policy wants."""
         now = ticks_ms()
         for app in self.apps:
-            if app.state == wire.STATE_SUCCEEDED:
+            if app.state == _STATE_SUCCEEDED:
                 continue
-            if app.state != wire.STATE_RUNNING or ticks_diff(now, app.since) < secs * 1000:
+            if app.state != _STATE_RUNNING or ticks_diff(now, app.since) < secs * 1000:
                 return False
         return True

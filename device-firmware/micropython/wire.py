@@ -8,14 +8,7 @@
 # Builders return a bytearray; pass `out` to reuse one buffer for every report.
 
 import cbor
-
-try:
-    from micropython import const
-except ImportError:
-
-    def const(x):
-        return x
-
+from cbor import const  # micropython.const, or the identity on CPython
 
 VERSION = const(1)
 V = const(0)  # key of the version in every top-level message

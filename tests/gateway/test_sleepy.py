@@ -103,8 +103,9 @@ async def test_later_blocks_are_never_answered_valid(
     _, port = gateway
     config = cluster.add_device("sleepy2", GW)
     big = "x = 1\n" * 10
-    await _bind(cluster, "sleepy2", micropython_workload("sleepy-big", config={f"k{i:03d}": "v" * 20 for i in range(8)},
-                                                          source=f"# {big}\nasync def main(ctx):\n    pass\n"))
+    source = f"# {big}\nasync def main(ctx):\n    pass\n"
+    config_ = {f"k{i:03d}": "v" * 20 for i in range(8)}
+    await _bind(cluster, "sleepy2", micropython_workload("sleepy-big", source, config=config_))
     async with DeviceSim("sleepy2", config["token"], port) as dev:
         await dev.registered()
 

@@ -118,6 +118,9 @@ class Relay:
         self.paths: list[str] = []
         self.payloads: dict[str, bytes] = {}  # last request payload per path
         self.last_response = b""  # payload of the last 2.05 Content from the gateway
+        self.requests: list[tuple[str, int | None]] = []  # (Uri-Path, Block2 number or None)
+        self.responses: list[tuple[str, int]] = []  # (Uri-Path of the request, response code)
+        self._tokens: dict[bytes, str] = {}
         self.dropped = 0
         self.port = 0
         self._ready = threading.Event()
@@ -142,6 +145,8 @@ class Relay:
                     msg = Message.decode(data)
                     if msg.code == Code.CONTENT and msg.payload and msg.opt.block2 is None:
                         relay.last_response = msg.payload
+                    if msg.code.is_response() and msg.token in relay._tokens:
+                        relay.responses.append((relay._tokens[msg.token], int(msg.code)))
                 except Exception:
                     pass
                 if device and not relay._lose():
@@ -156,6 +161,9 @@ class Relay:
                     if msg.code.is_request():
                         path = "/" + "/".join(msg.opt.uri_path)
                         relay.paths.append(path)
+                        b2 = msg.opt.block2
+                        relay.requests.append((path, None if b2 is None else b2.block_number))
+                        relay._tokens[msg.token] = path
                         if msg.payload:
                             relay.payloads[path] = msg.payload
                 except Exception:
