@@ -7,8 +7,9 @@ its desired document (GET /d/<ep>/desired, Observe, Block2), fetches the blobs i
 (GET /b/<sha256>, Block2), and reports every workload Running (POST /d/<ep>/report) promptly
 after each new document and periodically after that. Nothing is executed.
 
-CoAP is a raw asyncio DatagramProtocol using the firmware's own codec (fleetlet.firmware.coap,
-pure functions that import under CPython); messages are the gateway's codec (fleetlet.gateway.wire).
+CoAP is a raw asyncio DatagramProtocol with the small RFC 7252 codec below (the firmware's
+coap.py is tuned for MicroPython and changes under its own constraints); messages are the
+gateway's codec (fleetlet.gateway.wire).
 At 1,000 devices that costs a few MB and a few % of one core, where one aiocoap context per
 device costs ~100 kB and a task set each.
 
@@ -38,7 +39,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fleetlet.firmware import coap as C  # type: ignore[attr-defined]
 from fleetlet.gateway.wire import (
     DesiredDoc,
     Hello,
@@ -56,6 +56,126 @@ CBOR = 60
 CREATED, CHANGED = 0x41, 0x44
 GONE = (0x81, 0x83, 0x84)  # 4.01, 4.03, 4.04: the gateway does not know us (any more)
 SZX = 6  # 1024-byte blocks
+
+
+# --- CoAP codec (RFC 7252; Observe RFC 7641; Block2 RFC 7959) ----------------------------------
+class C:
+    CON, NON, ACK, RST = 0, 1, 2, 3
+    GET, POST = 1, 2
+    VALID = 0x43
+    ETAG, OBSERVE, URI_PATH, CONTENT_FORMAT, URI_QUERY, BLOCK2 = 4, 6, 11, 12, 15, 23
+
+    @staticmethod
+    def uint(v: int) -> bytes:
+        return v.to_bytes((v.bit_length() + 7) // 8, "big")
+
+    @staticmethod
+    def _ext(v: int) -> tuple[int, bytes]:
+        if v < 13:
+            return v, b""
+        if v < 269:
+            return 13, bytes((v - 13,))
+        return 14, (v - 269).to_bytes(2, "big")
+
+    @staticmethod
+    def encode(
+        mtype: int,
+        code: int,
+        mid: int,
+        token: bytes = b"",
+        opts: Iterable[tuple[int, bytes]] = (),
+        payload: bytes = b"",
+    ) -> bytes:
+        out = bytearray((0x40 | (mtype << 4) | len(token), code, mid >> 8, mid & 0xFF))
+        out += token
+        last = 0
+        for num, val in sorted(opts, key=lambda o: o[0]):  # stable: repeated options keep their order
+            dn, dx = C._ext(num - last)
+            ln, lx = C._ext(len(val))
+            out.append((dn << 4) | ln)
+            out += dx + lx + val
+            last = num
+        if payload:
+            out.append(0xFF)
+            out += payload
+        return bytes(out)
+
+    @staticmethod
+    def decode(buf: bytes) -> Msg:
+        n = len(buf)
+        if n < 4 or buf[0] >> 6 != 1 or (buf[0] & 15) > 8:
+            raise ValueError("header")
+        tkl = buf[0] & 15
+        i = 4 + tkl
+        opts: list[tuple[int, bytes]] = []
+        num = 0
+        payload = b""
+        while i < n:
+            b = buf[i]
+            i += 1
+            if b == 0xFF:
+                payload = bytes(buf[i:])
+                break
+            vals = []
+            for nib in (b >> 4, b & 15):
+                if nib == 13:
+                    nib, i = buf[i] + 13, i + 1
+                elif nib == 14:
+                    nib, i = int.from_bytes(buf[i : i + 2], "big") + 269, i + 2
+                elif nib == 15:
+                    raise ValueError("nibble 15")
+                vals.append(nib)
+            num += vals[0]
+            opts.append((num, bytes(buf[i : i + vals[1]])))
+            i += vals[1]
+        return Msg((buf[0] >> 4) & 3, buf[1], (buf[2] << 8) | buf[3], bytes(buf[4 : 4 + tkl]), opts, payload)
+
+    @staticmethod
+    def split_uri(path: str) -> list[tuple[int, bytes]]:
+        path, _, query = path.partition("?")
+        out = [(C.URI_PATH, seg.encode()) for seg in path.split("/") if seg]
+        return out + [(C.URI_QUERY, q.encode()) for q in query.split("&") if q]
+
+    @staticmethod
+    def block_encode(num: int, more: bool, szx: int) -> int:
+        return (num << 4) | (8 if more else 0) | szx
+
+
+@dataclass(slots=True)
+class Msg:
+    type: int
+    code: int
+    mid: int
+    token: bytes
+    opts: list[tuple[int, bytes]]
+    payload: bytes
+
+    def opt(self, num: int) -> bytes | None:
+        return next((v for n, v in self.opts if n == num), None)
+
+    @property
+    def observe(self) -> int | None:
+        v = self.opt(C.OBSERVE)
+        return None if v is None else int.from_bytes(v, "big")
+
+    @property
+    def etag(self) -> bytes | None:
+        return self.opt(C.ETAG)
+
+    @property
+    def block2(self) -> tuple[int, bool, int] | None:
+        v = self.opt(C.BLOCK2)
+        if v is None:
+            return None
+        x = int.from_bytes(v, "big")
+        return x >> 4, bool(x & 8), x & 7
+
+    @property
+    def ok(self) -> bool:
+        return self.code >> 5 == 2
+
+    def code_str(self) -> str:
+        return f"{self.code >> 5}.{self.code & 31:02d}"
 
 
 @dataclass(frozen=True)
@@ -205,16 +325,29 @@ class HollowDevice(asyncio.DatagramProtocol):
             await asyncio.sleep(delay * random.uniform(0.5, 1.5))
             delay = min(delay * 2, 30.0)
 
-    async def observe(self) -> None:
+    async def observe(self, *, same_token: bool = False) -> None:
+        """Register an observation (a new token per registration; re-registering keeps it)."""
         path = f"/d/{self.spec.name}/desired"
-        self.obs_token = os.urandom(4)
-        self.obs_seq = -1
+        if not (same_token and self.obs_token):
+            self.obs_token = os.urandom(4)
+            self.obs_seq = -1
         resp = await self.request(C.GET, path, opts=[(C.OBSERVE, b"")], token=self.obs_token)
         if resp.code in GONE:
             self.registered = False
             return
         if resp.ok:
             await self._take(resp, path)
+
+    async def poll(self) -> None:
+        """ETag check of the document (2.03 Valid when nothing changed), as a freshness check
+        of the observation: on a change (a missed notification, a restarted gateway), observe again."""
+        path = f"/d/{self.spec.name}/desired"
+        opts = [(C.ETAG, self.etag)] if self.etag else []
+        resp = await self.request(C.GET, path, opts=opts)
+        if resp.code in GONE:
+            self.registered = False
+        elif resp.code != C.VALID and resp.ok:
+            await self.observe(same_token=True)
 
     def _notified(self, m: Any) -> None:
         seq = m.observe
@@ -292,11 +425,10 @@ class HollowDevice(asyncio.DatagramProtocol):
                         if await self.report(rep):
                             self.running_gen = rep.gen
                             self.running_at = time.time()
-                    elif self._last is not None:
-                        await self.report(self._last)
-                        await self.observe()  # refresh the observation (the gateway may have restarted)
                     else:
-                        await self.observe()
+                        if self._last is not None:
+                            await self.report(self._last)
+                        await self.poll()
                 except (CoapFailed, WireError) as e:
                     self.errors += 1
                     if isinstance(e, CoapFailed):
