@@ -17,7 +17,11 @@ explicit forwards, all of them to the host's 127.0.0.1.
 * ``udp_to_host``: guest ``127.0.0.1:P/udp`` -> host ``127.0.0.1:Q/udp``. slirp forwards
   guest TCP only, so guest/udp_shim.py frames the datagrams over a guestfwd TCP connection
   and fwd.py (udp mode) turns them back into datagrams on the host.
-* ``udp_from_host``: host ``127.0.0.1:P/udp`` -> guest ``:Q/udp`` (a plain ``hostfwd``).
+* ``udp_from_host``: host ``127.0.0.1:P/udp`` -> guest ``127.0.0.1:Q/udp``. A plain UDP
+  ``hostfwd`` delivers the datagrams, but slirp in ``restrict=on`` mode drops the guest's
+  answers; so the host runs udp_shim.py (out) on P, framing datagrams over a TCP
+  ``hostfwd`` to guest TCP port Q + 20000, where udp_shim.py (in) turns them back into
+  datagrams to 127.0.0.1:Q.
 
 The harness talks to the board through guest/guestd.py (a ``hostfwd`` TCP port). The host
 directory ``share`` is the 9p tag ``host0`` at ``/mnt/host`` (boot.sh, guestd.py, logs/);
@@ -45,6 +49,9 @@ __all__ = ["FWD_ADDR", "Board", "BootError", "GuestResult", "build_rootfs", "ens
 
 FWD_ADDR = "10.0.2.100"  # inside slirp's own 10.0.2.0/24; never a real network
 GUESTD_PORT = 7000
+# The board's TCP port for inbound UDP port Q is Q + this: not Q itself, because aiocoap
+# server contexts (the agent's, a gateway's) also listen for CoAP over TCP on 5683.
+INBOUND_TCP_OFFSET = 20000
 FWD_SCRIPT = Path(__file__).resolve().parent / "fwd.py"
 
 
@@ -96,6 +103,8 @@ class Board:
         self.cpu, self.smp, self.memory_mb, self.name = cpu, smp, memory_mb, name
         self.guestd_port = 0
         self.proc: ServerProcess | None = None
+        self._inbound_tcp: dict[int, int] = {}
+        self._host_shims: list[ServerProcess] = []
         self.boot_seconds = 0.0  # host wall time from starting QEMU to guestd answering
         self.guest_uptime_at_ready = 0.0
 
@@ -108,8 +117,13 @@ class Board:
         # One shim per forwarded UDP port; the guestfwd for port P sits on FWD_ADDR:P.
         for guest_port in self.udp_to_host:
             lines.append(
-                f"python3 /mnt/host/udp_shim.py {guest_port} {FWD_ADDR} {guest_port}"
+                f"python3 /mnt/host/udp_shim.py out {guest_port} {FWD_ADDR} {guest_port}"
                 f" > /mnt/host/logs/udp_shim-{guest_port}.log 2>&1 &"
+            )
+        for guest_port in self.udp_from_host.values():
+            lines.append(
+                f"python3 /mnt/host/udp_shim.py in {guest_port + INBOUND_TCP_OFFSET} {guest_port}"
+                f" > /mnt/host/logs/udp_shim-in-{guest_port}.log 2>&1 &"
             )
         lines.append("exec python3 /mnt/host/guestd.py")
         return "\n".join(lines) + "\n"
@@ -118,8 +132,12 @@ class Board:
         netdev = ["user", "id=n0", "restrict=on", "net=10.0.2.0/24", "host=10.0.2.2"]
         self.guestd_port = free_tcp_port()
         netdev.append(f"hostfwd=tcp:{LOOPBACK}:{self.guestd_port}-:{GUESTD_PORT}")
+        self._inbound_tcp = {}
         for host_port, guest_port in self.udp_from_host.items():
-            netdev.append(f"hostfwd=udp:{LOOPBACK}:{host_port}-:{guest_port}")
+            self._inbound_tcp[host_port] = free_tcp_port()
+            netdev.append(
+                f"hostfwd=tcp:{LOOPBACK}:{self._inbound_tcp[host_port]}-:{guest_port + INBOUND_TCP_OFFSET}"
+            )
         for kind, table in (("tcp", self.tcp_to_host), ("udp", self.udp_to_host)):
             for guest_port, host_port in table.items():
                 cmd = f"{sys.executable} {FWD_SCRIPT} {kind} {LOOPBACK} {host_port}"
@@ -173,6 +191,20 @@ class Board:
                 raise BootError(f"board not up after {timeout:.0f}s; console:\n{self.console_tail()}")
             time.sleep(0.5)
         self.boot_seconds = time.monotonic() - t0
+        for host_port, tcp_port in self._inbound_tcp.items():
+            shim = ServerProcess(
+                [
+                    sys.executable,
+                    str(GUEST_DIR / "udp_shim.py"),
+                    "out",
+                    str(host_port),
+                    LOOPBACK,
+                    str(tcp_port),
+                ],
+                log_dir=self.workdir,
+                name=f"udp_shim-host-{host_port}",
+            )
+            self._host_shims.append(shim.start())
         return self
 
     # -- commands --------------------------------------------------------------------------
@@ -237,5 +269,7 @@ class Board:
         return self.proc.log_tail(lines) if self.proc else ""
 
     def stop(self) -> None:
+        for shim in self._host_shims:
+            shim.stop(timeout=5)
         if self.proc is not None:
             self.proc.stop(timeout=5)

@@ -6,7 +6,7 @@ every test starts and stops its own processes on it. All its forwards are set up
 
     guest 10.0.2.100:8080/tcp  -> host 127.0.0.1:<server>       (fleetlet server)
     guest 127.0.0.1:15683/udp  -> host 127.0.0.1:<gateway>/udp  (agent -> host gateway, via udp_shim)
-    host 127.0.0.1:<P>/udp     -> guest :5683/udp               (host device -> board gateway)
+    host 127.0.0.1:<P>/udp     -> guest 127.0.0.1:5683/udp      (host device -> board gateway, via udp_shims)
 
 Missing tools skip locally and fail in CI (tests/fixtures/require.py).
 """
@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[2]
 DOCKER_LAYER = ("docker.io", "busybox-static")  # the agent's container runtime, arm64
 VENV = "/opt/fleetlet"
 SERVER_GUEST_PORT = 8080
-COAP = 5683  # the board gateway listens here (hostfwd from the host)
+COAP = 5683  # the board gateway listens here (host udp_shim -> TCP hostfwd -> board udp_shim)
 AGENT_COAP = 15683  # the agent's gateway address on the board: udp_shim -> host gateway
 
 

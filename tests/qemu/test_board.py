@@ -36,10 +36,13 @@ BUSYBOX = "fleetlet-test/busybox:latest"
 
 
 def _fleetlet_cli(board: InstalledBoard) -> list[str]:
-    """`fleetlet agent` once the CLI registers it, else the module entry point it wraps."""
+    """`fleetlet agent` once the CLI registers it, else the module entry point it wraps.
+
+    The global -v makes the CLI print the traceback if the agent dies (shown on failure).
+    """
     probe = board.board.run(f"{board.fleetlet} agent --help", check=False, timeout=300)
     if probe.rc == 0:
-        return [board.fleetlet, "agent"]
+        return [board.fleetlet, "-v", "agent"]
     return [board.python, "-m", "fleetlet.agent"]
 
 
@@ -244,7 +247,9 @@ async def test_agent_on_board_joins_host_gateway_and_runs_deployment(
         name = next(line.split()[0] for line in ps.splitlines() if uid in line)
         logs = b.run(f"docker -H unix:///run/docker.sock logs {shlex.quote(name)}", timeout=300)
         assert "hello from the arm64 board" in logs.stdout + logs.stderr
-        arch = b.run(f"docker -H unix:///run/docker.sock exec {shlex.quote(name)} uname -m", timeout=300)
+        arch = b.run(
+            f"docker -H unix:///run/docker.sock exec {shlex.quote(name)} /bin/busybox uname -m", timeout=300
+        )
         assert arch.stdout.strip() == "aarch64"
         assert status.get("phase") == "Online"
     except BaseException:
@@ -287,7 +292,7 @@ async def test_board_as_gateway_serves_micropython_device(
             "--name", gw,
             "--server", BOARD_SERVER,  # guestfwd -> fleetlet server on the host
             "--token", token,
-            "--listen", f"0.0.0.0:{COAP}",  # hostfwd udp 127.0.0.1:<P> -> here
+            "--listen", f"0.0.0.0:{COAP}",  # host 127.0.0.1:<P>/udp -> udp_shims -> here
             "--data-dir", "/var/lib/fleetlet-gateway",
             "--offline-after", "30",
             "--status-interval", "2",
@@ -319,6 +324,7 @@ async def test_board_as_gateway_serves_micropython_device(
                 status = (await _api_get(cluster, "devices", "mp-via-board")).get("status") or {}
                 return status if status.get("phase") == "Online" else None
 
+            dev.wait_for(r"registered as mp-via-board", timeout=300)
             await eventually(online, "the MicroPython device Online through the board", timeout=300)
             timings.record("case 3", "MicroPython device start -> Online", time.monotonic() - t0)
 

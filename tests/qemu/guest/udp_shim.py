@@ -1,12 +1,19 @@
-"""Board end of the UDP-over-TCP path to the host's gateway (arm64 CPython, stdlib only).
+"""UDP over TCP for QEMU user networking (stdlib only; runs on the board and on the host).
 
-    python3 udp_shim.py LISTEN_PORT FWD_ADDR FWD_PORT
+slirp with ``restrict=on`` forwards TCP only: its guestfwd is TCP-only, and it drops every
+UDP datagram the guest sends, so even the answers to a UDP hostfwd never leave the guest.
+CoAP therefore crosses the emulator as 2-byte length-prefixed frames on TCP connections:
 
-Listens for datagrams on 127.0.0.1:LISTEN_PORT. For each client address (the agent's CoAP
-socket) it opens one TCP connection to FWD_ADDR:FWD_PORT, a QEMU guestfwd rule whose host
-end (tests/qemu/fwd.py udp) sends the datagrams to the gateway on the host's loopback.
-Datagrams travel as 2-byte length-prefixed frames; answers come back the same way and are
-sent to the client address they belong to. Why: slirp forwards guest TCP only.
+    udp_shim.py out LISTEN_UDP FWD_ADDR FWD_TCP  # 127.0.0.1:LISTEN_UDP datagrams -> FWD_ADDR:FWD_TCP
+    udp_shim.py in LISTEN_TCP TARGET_UDP         # :LISTEN_TCP frames -> 127.0.0.1:TARGET_UDP
+
+``out`` keeps one TCP connection per client address, so the far end sees one stable UDP
+source port per client socket; answers go back to the client they belong to.
+
+* board -> host gateway (agent case): ``out`` on the board, to a guestfwd whose host end is
+  tests/qemu/fwd.py (udp mode);
+* host device -> board gateway (gateway case): ``out`` on the host, to a TCP hostfwd, and
+  ``in`` on the board, in front of the gateway.
 """
 
 from __future__ import annotations
@@ -49,8 +56,55 @@ def back(
         conn.close()
 
 
+def inbound(conn: socket.socket, target: int) -> None:
+    """Frames from one TCP connection -> datagrams to 127.0.0.1:target, and the answers back."""
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.connect(("127.0.0.1", target))
+
+    def answers() -> None:
+        try:
+            while True:
+                try:
+                    data = udp.recv(65536)
+                except ConnectionRefusedError:  # nobody on the port yet; CoAP retransmits
+                    continue
+                conn.sendall(struct.pack("!H", len(data)) + data)
+        except OSError:
+            pass
+
+    threading.Thread(target=answers, daemon=True).start()
+    try:
+        while True:
+            head = read_exact(conn, 2)
+            if head is None:
+                break
+            body = read_exact(conn, struct.unpack("!H", head)[0])
+            if body is None:
+                break
+            udp.send(body)
+    except OSError:
+        pass
+    finally:
+        conn.close()
+        udp.close()
+
+
+def serve_in(listen_port: int, target: int) -> None:
+    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("0.0.0.0", listen_port))
+    srv.listen(16)
+    print(f"udp_shim: :{listen_port}/tcp -> 127.0.0.1:{target}/udp", flush=True)
+    while True:
+        conn, _ = srv.accept()
+        threading.Thread(target=inbound, args=(conn, target), daemon=True).start()
+
+
 def main() -> None:
-    listen_port, fwd_addr, fwd_port = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+    if sys.argv[1] == "in":
+        serve_in(int(sys.argv[2]), int(sys.argv[3]))
+        return
+    listen_port, fwd_addr, fwd_port = int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
     udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     udp.bind(("127.0.0.1", listen_port))
     peers: dict[tuple[str, int], socket.socket] = {}
