@@ -43,6 +43,13 @@ APT_PACKAGES=(
     procps
     iproute2
     psmisc
+    # The emulated aarch64 board tier (tests/qemu): system emulator, qemu-user for debootstrap's
+    # second stage, and the tools that build the board's root file system.
+    qemu-system-arm
+    qemu-user-static
+    binfmt-support
+    debootstrap
+    cpio
 )
 # shellcheck disable=SC2206
 APT_PACKAGES+=(${FLEETLET_APT_EXTRA:-})
