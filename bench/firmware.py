@@ -36,6 +36,7 @@ sys.path.insert(0, str(REPO))
 
 from fleetlet.gateway.wire import DesiredDoc, Report  # noqa: E402
 
+from tests.gateway.devsim import DeviceSim  # noqa: E402
 from tests.gateway.harness import Cluster  # noqa: E402
 from tests.micropython.fw_harness import Device, Relay, build_firmware  # noqa: E402
 
@@ -130,18 +131,20 @@ class Bench:
             ok = dev.alive() and "MemoryError" not in dev.log() and reports >= max(1, int(seconds / 2) - 2)
             if ok:
                 self.report = relay.payloads.get(f"/d/{name}/report", self.report)
-                self.desired = self._desired(relay) or self.desired
+                self.desired = asyncio.run(self._desired(name, config["token"])) or self.desired
             return ok
         finally:
             dev.kill()
             relay.close()
             print(f"  heap {heap_kb:4d} KB, {seconds:4.0f} s: {'ok' if ok else 'FAIL'}", file=sys.stderr)
 
-    @staticmethod
-    def _desired(relay: Relay) -> bytes:
+    async def _desired(self, name: str, token: str) -> bytes:
+        # the device gets it in 256-byte blocks: fetch it whole (aiocoap reassembles Block2)
         try:
-            DesiredDoc.from_cbor(relay.last_response)
-            return relay.last_response
+            async with DeviceSim(name, token, self.gw_port) as sim:
+                resp = await sim.desired_raw()
+            DesiredDoc.from_cbor(resp.payload)
+            return bytes(resp.payload)
         except Exception:
             return b""
 

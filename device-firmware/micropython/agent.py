@@ -277,7 +277,8 @@ class Agent:
             gen, wls = wire.read_desired(doc)
         except wire.WireError as e:
             self._err("desired: %s" % e)
-            self.doc = None
+            self.doc = self.etag = None
+            self.need_get = True  # fetched whole again on the next round
             return
         cur = s.get("cur")
         if gen == (cur["gen"] if cur else 0) or gen == s.get("bad"):

@@ -416,7 +416,7 @@ class Client:
         while True:
             try:
                 n = await self.transport.recv_into(buf)
-            except OSError:
+            except (OSError, MemoryError):  # a full heap may be transient: keep receiving
                 await asyncio.sleep_ms(20)
                 continue
             self.rx += 1

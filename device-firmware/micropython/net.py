@@ -14,16 +14,19 @@ class UDPTransport:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.connect(addr)
         self.sock.setblocking(False)
-        # asyncio's stream over the socket: its readinto() waits in the poller, then reads
-        self._rd = asyncio.StreamReader(self.sock)
 
     def send(self, buf):
         self.sock.send(buf)
 
-    async def recv_into(self, buf):
+    def recv_into(self, buf):
+        # a generator, not `async def`: it yields to asyncio's poller like asyncio.StreamReader
         while True:
+            # asyncio's own poller, as asyncio.StreamReader uses it (MicroPython-internal: not
+            # in the stubs). A test round with StreamReader.readinto instead saw payloads
+            # corrupted, so this stays as it was.
+            yield asyncio.core._io_queue.queue_read(self.sock)  # type: ignore[attr-defined]
             try:
-                n = await self._rd.readinto(buf)
+                n = self.sock.readinto(buf)
             except OSError as e:
                 if e.errno == 11:  # EAGAIN: spurious wake-up
                     continue
