@@ -537,16 +537,16 @@ class Fleet:
         else:
             prefix = f"FLEETLET_CONFIG={self.config_path} "
             where = f"{default} points at another server; use FLEETLET_CONFIG={self.config_path}"
-        logs = self.logs / "gateway.log"
         lines = [
             "",
             f"[bold]fleetlet is up[/bold]: API {self.url}; {where}",
             f"  {prefix}fleetlet get devices                 # devices, gateway, phase",
-            f"  {prefix}fleetlet get deploy,wl -o wide       # deployments and their workloads",
+            f"  {prefix}fleetlet get deploy                  # deployments",
+            f"  {prefix}fleetlet get wl -o wide              # their workloads, where they run",
             f"  {prefix}fleetlet describe deployment sensor  # spec, status, conditions, events",
+            f"  {prefix}fleetlet logs WORKLOAD --tail 20     # an app's last lines, through the gateway",
             f"  {prefix}fleetlet rollout status deployment/sensor",
             f"  {prefix}fleetlet rollout history deployment/sensor",
-            f"  {prefix}fleetlet logs ...                    # app output also lands in {logs}",
             f"  edit examples/sensor-app.yaml, then {prefix}fleetlet apply -f examples/ (a rollout in waves)",
             f"State and logs: {self.dir}. Ctrl-C stops everything; `fleetlet up` again resumes.",
         ]
