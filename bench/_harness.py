@@ -93,16 +93,21 @@ class Proc:
         return float("nan")
 
     def stop(self) -> None:
+        """SIGTERM, a grace period, then SIGKILL to the whole group: a bench leaves nothing behind."""
         if self.proc.poll() is None:
             try:
                 os.killpg(self.proc.pid, signal.SIGTERM)
                 self.proc.wait(timeout=10)
-            except (subprocess.TimeoutExpired, ProcessLookupError):
-                try:
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                self.proc.wait()
+            except (subprocess.TimeoutExpired, ProcessLookupError, PermissionError):
+                pass
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # children a stopped parent left behind
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
         self._log.close()
 
 

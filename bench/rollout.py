@@ -383,8 +383,11 @@ class Bench:
         }
 
     def close(self) -> None:
-        for p in reversed(self.procs):
-            p.stop()
+        for p in reversed(self.procs + [g for g, _ in self.gateways.values()]):
+            try:
+                p.stop()
+            except Exception as e:  # keep stopping the rest
+                print(f"bench: stopping {p.name} failed: {e}", file=sys.stderr)
 
 
 def main() -> None:
