@@ -161,7 +161,10 @@ fi
 have_stamp="$(cat "$STAMP" 2>/dev/null || true)"
 if [ "$have_stamp" != "$want_stamp" ] || [ "${FLEETLET_FORCE_PIP:-0}" = "1" ]; then
     log "pip install -e '.[dev]' (log: /tmp/fleetlet-pip.log)"
-    if ! "$VENV/bin/python" -m pip install -q -e '.[dev]' >/tmp/fleetlet-pip.log 2>&1; then
+    # A venv starts with its interpreter's old pip/setuptools and no wheel; the QEMU tier builds
+    # fleetlet's wheel with --no-build-isolation, which needs setuptools' bdist_wheel here.
+    if ! "$VENV/bin/python" -m pip install -q --upgrade pip 'setuptools>=68' wheel >/tmp/fleetlet-pip.log 2>&1 \
+        || ! "$VENV/bin/python" -m pip install -q -e '.[dev]' >>/tmp/fleetlet-pip.log 2>&1; then
         tail -n 60 /tmp/fleetlet-pip.log >&2
         die "pip install failed"
     fi
