@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import bisect
 import builtins
 import json
 import logging
@@ -23,7 +24,7 @@ import string
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -98,12 +99,12 @@ class _Op:
     resource: str
     namespace: str
     name: str
-    future: asyncio.Future[tuple[Obj, str]]
     obj: Obj | None = None
     fn: UpdateFn | None = None
     expected_rv: str | None = None
     expected_uid: str | None = None
     owned: bool = False
+    future: asyncio.Future[str] = field(init=False)  # set by Store._submit
 
 
 @dataclass(slots=True)
@@ -205,9 +206,7 @@ class Store:
             op = self._queue.get_nowait()
             if not op.future.done():
                 op.future.set_exception(Unavailable("store closed"))
-        for watchers in list(self._hub._by_resource.values()):
-            for w in list(watchers):
-                w.close()
+        self._hub.close_all()
         await self._run(self._backend.close)
         self._writer_pool.shutdown(wait=True)
 
@@ -289,12 +288,8 @@ class Store:
         last: Key | None = None
         lo = 0
         if start is not None:
-            import bisect
-
             lo = bisect.bisect_right(keys, start)
         elif namespace:
-            import bisect
-
             lo = bisect.bisect_left(keys, (namespace, ""))
         more = False
         remaining = 0
@@ -356,16 +351,15 @@ class Store:
         return (ns, name)
 
     # -- writes ---------------------------------------------------------------------------
-    async def _submit(self, op: _Op) -> tuple[Obj, str]:
+    async def _submit(self, op: _Op) -> str:
+        """Queue one write for the writer and wait for the stored JSON text."""
         if self._closed:
             raise Unavailable("store closed")
+        op.future = future = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(op)
         # No shield: a caller cancelled before the writer reaches its op skips it; one cancelled
         # later may still commit, as a Kubernetes request whose client went away may.
-        return await op.future
-
-    def _new_future(self) -> asyncio.Future[tuple[Obj, str]]:
-        return asyncio.get_running_loop().create_future()
+        return await future
 
     async def create(self, resource: str, obj: Obj) -> Obj:
         return json.loads(await self.create_raw(resource, obj))  # type: ignore[no-any-return]
@@ -381,9 +375,8 @@ class Store:
             alphabet = string.ascii_lowercase + string.digits
             name = prefix + "".join(secrets.choice(alphabet) for _ in range(5))
         op = _Op(
-            "create", resource, meta.get("namespace") or "", name, self._new_future(), obj=obj, owned=owned
-        )
-        return (await self._submit(op))[1]
+            "create", resource, meta.get("namespace") or "", name, obj=obj, owned=owned)
+        return await self._submit(op)
 
     async def guaranteed_update(
         self,
@@ -421,12 +414,11 @@ class Store:
             resource,
             namespace,
             name,
-            self._new_future(),
             fn=fn,
             expected_rv=expected_rv,
             expected_uid=expected_uid,
         )
-        return (await self._submit(op))[1]
+        return await self._submit(op)
 
     async def update(self, resource: str, obj: Obj) -> Obj:
         """Replace an object; ``metadata.resourceVersion``, when set, is a precondition (409 if stale)."""
@@ -455,11 +447,10 @@ class Store:
             resource,
             namespace,
             name,
-            self._new_future(),
             expected_rv=expected_rv,
             expected_uid=expected_uid,
         )
-        return json.loads((await self._submit(op))[1])  # type: ignore[no-any-return]
+        return json.loads(await self._submit(op))  # type: ignore[no-any-return]
 
     # -- the writer -----------------------------------------------------------------------
     def _apply(
@@ -472,7 +463,8 @@ class Store:
             assert op.obj is not None
             obj = op.obj if op.owned else json.loads(_dumps(op.obj))  # detach from the caller's dict
             meta = obj.setdefault("metadata", {})
-            meta.pop("generateName", None) if meta.get("name") else None
+            if meta.get("name"):
+                meta.pop("generateName", None)
             meta["name"] = op.name
             if op.namespace:
                 meta["namespace"] = op.namespace
@@ -563,7 +555,7 @@ class Store:
         overlay: dict[tuple[str, Key], _Entry | None] = {}
         rows: list[Row] = []
         events: list[WatchEvent] = []
-        done: list[tuple[_Op, Obj, str]] = []
+        done: list[tuple[_Op, str]] = []  # each op and the JSON text it answers with
         rev = self._revision
         for op in batch:
             if op.future.done():  # cancelled before we got to it: do nothing
@@ -580,20 +572,20 @@ class Store:
                 continue
             if result is None:
                 assert current is not None
-                done.append((op, current.obj, current.raw))
+                done.append((op, current.raw))
                 continue
             rev += 1
             etype, obj, raw, prev_raw = result
             rows.append(Row(rev, etype, op.resource, op.namespace, op.name, raw))
             events.append(WatchEvent(etype, op.resource, op.namespace, op.name, rev, raw, prev_raw, obj))
             overlay[okey] = None if etype == DELETED else _Entry(obj, raw, rev)
-            done.append((op, obj, raw))
+            done.append((op, raw))
         if rows:
             try:
                 await self._run(self._backend.commit, rows, rev)
             except Exception as e:
                 log.error("store commit of %d writes failed: %s", len(rows), e)
-                for op, _, _ in done:
+                for op, _ in done:
                     if not op.future.done():
                         op.future.set_exception(Unavailable(f"store commit failed: {e}"))
                 return
@@ -613,9 +605,9 @@ class Store:
             self.last_batch_size = len(rows)
             self.max_batch_size = max(self.max_batch_size, len(rows))
             self._hub.publish(events)
-        for op, obj, raw in done:
+        for op, raw in done:
             if not op.future.done():
-                op.future.set_result((obj, raw))
+                op.future.set_result(raw)
 
     # -- watch ----------------------------------------------------------------------------
     def watch(

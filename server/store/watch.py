@@ -253,6 +253,11 @@ class WatchHub:
             if w.overflowed:
                 self.cutoffs += 1
 
+    def close_all(self) -> None:
+        for watchers in list(self._by_resource.values()):
+            for w in list(watchers):
+                w.close()
+
     def ring_covers(self, since: int, current: int) -> bool:
         """Whether every event with revision in (since, current] is in the ring."""
         if since >= current:
