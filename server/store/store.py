@@ -355,7 +355,8 @@ class Store:
         """Queue one write for the writer and wait for the stored JSON text."""
         if self._closed:
             raise Unavailable("store closed")
-        op.future = future = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        op.future = future
         self._queue.put_nowait(op)
         # No shield: a caller cancelled before the writer reaches its op skips it; one cancelled
         # later may still commit, as a Kubernetes request whose client went away may.
