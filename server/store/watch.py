@@ -169,23 +169,10 @@ class Watcher:
         return self
 
     async def __anext__(self) -> tuple[str, WatchEvent]:
-        if self._history is not None:
-            fetch, self._history = self._history, None
-            self.add_backlog(await fetch())
-        if self._backlog:
-            item = self._backlog.popleft()
-            self.last_revision = item[1].revision
-            return item
-        if self.closed and self._queue.empty():
-            raise StopAsyncIteration
-        got = await self._queue.get()
-        if got is None:
-            raise StopAsyncIteration
-        if got is _TICK:
-            return await self.__anext__()
-        if got[1].revision:
-            self.last_revision = got[1].revision
-        return got
+        while True:  # a poke with nothing to deliver gives an empty batch: wait again
+            batch = await self.next_batch(max_items=1)
+            if batch:
+                return batch[0]
 
     async def next_batch(self, max_items: int = 512) -> list[tuple[str, WatchEvent]]:
         """Wait for at least one event (or a poke), then take what is queued without waiting.
