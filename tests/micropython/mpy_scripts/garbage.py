@@ -13,6 +13,8 @@ async def main():
     out["bad"] = c.bad
     out["rx"] = c.rx
     out["rst_sent"] = c.rst_sent
+    out["dup"] = c.dup
+    out["stale"] = c.stale
     c.close()
     return out
 
