@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.fixtures import ServerProcess
 from tests.fixtures.require import require, unavailable
+from tests.gateway.harness import Cluster
+
+from .fw_harness import build_firmware
 
 REPO = Path(__file__).resolve().parents[2]
 FIRMWARE = REPO / "device-firmware" / "micropython"
@@ -55,3 +59,27 @@ def run_micropython(micropython_bin: str) -> RunMicroPython:
         )
 
     return run
+
+
+# -- a real server and gateway for the firmware tests (one per test module) ------------------
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory, fleetlet_bin: str) -> Iterator[Cluster]:
+    c = Cluster(tmp_path_factory.mktemp("fw"), fleetlet_bin)
+    try:
+        c.start_server()
+        yield c
+    finally:
+        c.close()
+
+
+@pytest.fixture(scope="module")
+def gateway(request: pytest.FixtureRequest, cluster: Cluster) -> tuple[ServerProcess, int]:
+    """The module's gateway, named by its ``GW`` constant."""
+    name: str = request.module.GW
+    return cluster.start_gateway(name, cluster.gateway_token(name))
+
+
+@pytest.fixture(scope="module")
+def firmware(tmp_path_factory: pytest.TempPathFactory, mpy_cross_bin: str) -> Path:
+    """The firmware compiled with mpy-cross, as the tests' devices run it."""
+    return build_firmware(mpy_cross_bin, tmp_path_factory.mktemp("firmware"))

@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fleetlet.server.client import ApiError
 
 from tests.fixtures import ServerProcess
 from tests.gateway.harness import Cluster, eventually
 
-from .fw_harness import Device, Relay, build_firmware
+from .fw_harness import Device, Relay
 
 pytestmark = [pytest.mark.micropython, pytest.mark.e2e]
 
@@ -42,26 +43,6 @@ async def main(ctx):
 """
 LIB = 'NAME = "{name}"\n'
 CRASH = "async def main(ctx):\n    ctx.log('crashing ver={ver}')\n    raise ValueError('boom {ver}')\n"
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory, fleetlet_bin: str) -> Iterator[Cluster]:
-    c = Cluster(tmp_path_factory.mktemp("fw"), fleetlet_bin)
-    try:
-        c.start_server()
-        yield c
-    finally:
-        c.close()
-
-
-@pytest.fixture(scope="module")
-def gateway(cluster: Cluster) -> tuple[ServerProcess, int]:
-    return cluster.start_gateway(GW, cluster.gateway_token(GW))
-
-
-@pytest.fixture(scope="module")
-def firmware(tmp_path_factory: pytest.TempPathFactory, mpy_cross_bin: str) -> Path:
-    return build_firmware(mpy_cross_bin, tmp_path_factory.mktemp("firmware"))
 
 
 @pytest.fixture
@@ -129,10 +110,17 @@ async def deploy(cluster: Cluster, device: str, *wls: dict[str, Any]) -> None:
 
 
 async def update(cluster: Cluster, wl: dict[str, Any]) -> None:
+    """Replace the app, retrying on 409: the gateway patches this workload's status meanwhile."""
     async with cluster.api() as api:
-        obj = await api.get("workloads", wl["metadata"]["name"], "default")
-        obj["spec"]["app"] = wl["spec"]["app"]
-        await api.replace(obj)
+        for attempt in range(10):
+            obj = await api.get("workloads", wl["metadata"]["name"], "default")
+            obj["spec"]["app"] = wl["spec"]["app"]
+            try:
+                await api.replace(obj)
+                return
+            except ApiError as e:
+                if e.code != 409 or attempt == 9:
+                    raise
 
 
 async def wl_get(cluster: Cluster, name: str) -> dict[str, Any]:
@@ -172,8 +160,12 @@ def check_flash(dev: Device) -> dict[str, Any]:
 
 
 async def test_register_deliver_two_apps_and_report(
-    cluster: Cluster, gateway: tuple[ServerProcess, int], micropython_bin: str, firmware: Path,
-    tmp_path: Path, devices: list[Device],
+    cluster: Cluster,
+    gateway: tuple[ServerProcess, int],
+    micropython_bin: str,
+    firmware: Path,
+    tmp_path: Path,
+    devices: list[Device],
 ) -> None:
     _, port = gateway
     dev = make_device(cluster, "fw-two", port, micropython_bin, firmware, tmp_path, devices)
@@ -200,8 +192,13 @@ async def test_register_deliver_two_apps_and_report(
 
 
 async def test_update_and_unchanged_module_not_refetched(
-    cluster: Cluster, gateway: tuple[ServerProcess, int], micropython_bin: str, firmware: Path,
-    tmp_path: Path, devices: list[Device], relays: list[Relay],
+    cluster: Cluster,
+    gateway: tuple[ServerProcess, int],
+    micropython_bin: str,
+    firmware: Path,
+    tmp_path: Path,
+    devices: list[Device],
+    relays: list[Relay],
 ) -> None:
     _, port = gateway
     relay = Relay(port)
@@ -237,8 +234,12 @@ async def _proven(dev: Device, ver: int) -> dict[str, Any] | None:
 
 
 async def test_crash_loop_rolls_back(
-    cluster: Cluster, gateway: tuple[ServerProcess, int], micropython_bin: str, firmware: Path,
-    tmp_path: Path, devices: list[Device],
+    cluster: Cluster,
+    gateway: tuple[ServerProcess, int],
+    micropython_bin: str,
+    firmware: Path,
+    tmp_path: Path,
+    devices: list[Device],
 ) -> None:
     _, port = gateway
     dev = make_device(cluster, "fw-crash", port, micropython_bin, firmware, tmp_path, devices)
@@ -271,8 +272,13 @@ async def test_crash_loop_rolls_back(
 
 
 async def test_packet_loss_30_percent_converges(
-    cluster: Cluster, gateway: tuple[ServerProcess, int], micropython_bin: str, firmware: Path,
-    tmp_path: Path, devices: list[Device], relays: list[Relay],
+    cluster: Cluster,
+    gateway: tuple[ServerProcess, int],
+    micropython_bin: str,
+    firmware: Path,
+    tmp_path: Path,
+    devices: list[Device],
+    relays: list[Relay],
 ) -> None:
     _, port = gateway
     relay = Relay(port, drop=0.3, seed=30)
@@ -291,8 +297,12 @@ async def test_packet_loss_30_percent_converges(
 
 
 async def test_power_loss_during_updates(
-    cluster: Cluster, gateway: tuple[ServerProcess, int], micropython_bin: str, firmware: Path,
-    tmp_path: Path, devices: list[Device],
+    cluster: Cluster,
+    gateway: tuple[ServerProcess, int],
+    micropython_bin: str,
+    firmware: Path,
+    tmp_path: Path,
+    devices: list[Device],
 ) -> None:
     """kill -9 at random points of 32 updates; every restart runs the old or the new version."""
     _, port = gateway

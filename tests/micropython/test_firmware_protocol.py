@@ -18,7 +18,7 @@ import pytest
 from tests.fixtures import ServerProcess
 from tests.gateway.harness import Cluster, eventually
 
-from .fw_harness import FIRMWARE, Device, Relay, build_firmware
+from .fw_harness import FIRMWARE, Device, Relay
 from .test_firmware_e2e import HEAP, deploy, running, update, workload
 
 pytestmark = [pytest.mark.micropython, pytest.mark.e2e]
@@ -33,26 +33,6 @@ async def main(ctx):
     while True:
         await asyncio.sleep(1)
 """
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory, fleetlet_bin: str) -> Iterator[Cluster]:
-    c = Cluster(tmp_path_factory.mktemp("fwp"), fleetlet_bin)
-    try:
-        c.start_server()
-        yield c
-    finally:
-        c.close()
-
-
-@pytest.fixture(scope="module")
-def gateway(cluster: Cluster) -> tuple[ServerProcess, int]:
-    return cluster.start_gateway(GW, cluster.gateway_token(GW))
-
-
-@pytest.fixture(scope="module")
-def firmware(tmp_path_factory: pytest.TempPathFactory, mpy_cross_bin: str) -> Path:
-    return build_firmware(mpy_cross_bin, tmp_path_factory.mktemp("firmware"))
 
 
 @pytest.fixture
