@@ -220,8 +220,8 @@ async def test_leader_killed_mid_stream_no_double_binding(api: Api) -> None:
                 return sum(1 for d in (await bound_map(creator)).values() if d) == total
 
             await eventually(all_bound, limit=60, what="all workloads bound")
+            # No sum check: binds in flight when the leader was cancelled can land uncounted.
             assert follower.stats.bound > 0
-            assert leader.stats.bound + follower.stats.bound >= total
             lease = await creator.get("leases", "fleetlet-scheduler", "fleetlet-system")
             assert lease["spec"]["holderIdentity"] == follower.identity
         finally:
