@@ -1,6 +1,7 @@
 """Rollout benchmark: apply -> Running on 1,000 devices behind 10 gateways.
 
     python bench/rollout.py [--devices 1000] [--gateways 10] [--micropython 5] [--sims 4]
+    python bench/rollout.py --memory-only [--big 1000]   # only the one-gateway RSS measurement
 
 Real processes: `fleetlet server` (SQLite, scheduler, controllers), 10 gateway processes
 (`python -m fleetlet.gateway.main`, distinct UDP ports), 5 MicroPython devices running the real
@@ -15,6 +16,8 @@ Kubernetes pod-startup SLO; KubeEdge reports 4.09 s).
 Memory: VmRSS of the gateways serving ~100 devices each, then, separately, of one gateway
 serving 1,000 hollow devices after they registered, received their document and reported.
 Target <= 40 MB at 1,000 (OpenYurt YurtHub 30-40 MB, KubeEdge edgecore 70 MB, K3s agent 268 MB).
+`--memory-only` skips the rollout and measures only that gateway (the same way), for quick
+iteration; `--big 100` gives the figure at 100 devices.
 
 The last line printed is one JSON object.
 """
@@ -306,11 +309,42 @@ class Bench:
             await watcher
         return running
 
+    async def measure_big(self, api: Any) -> tuple[float, float, int]:
+        """One gateway ("gw-big") with --big hollow devices: (VmRSS MB, RssAnon MB, devices Running)."""
+        big, big_port = await self.start_gateway(api, "gw-big")
+        bnames = [(f"big-{i:04d}", "gw-big") for i in range(self.a.big)]
+        bcreds = await self.create_devices(api, bnames, "big")
+        bspecs = [{"name": n, "token": bcreds[n], "port": big_port} for n, _ in bnames]
+        self.start_sims(bspecs, self.a.sims, "big")
+        await self.wait_online(api, "big", self.a.big, 300)
+        # The devices' side is what loads this gateway: wait until every hollow device got its
+        # document and had its Running report accepted (the API catches up on its own).
+        await self.apply_only(api, "bench-big", "big")
+        sims = [p for p in self.procs if p.name.startswith("hollow-big")]
+        deadline = time.monotonic() + 300
+        while sum(hollow_running(p) for p in sims) < self.a.big and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(1.0)
+        big_running = sum(hollow_running(p) for p in sims)
+        say(f"  {big_running}/{self.a.big} hollow devices got their document and reported Running")
+        await asyncio.sleep(10)  # a periodic report round under way
+        rss_1000 = big.rss_mb()
+        anon_1000 = rss_anon_mb(big.proc.pid)
+        say(f"gw-big RSS with {self.a.big} devices: {rss_1000:.1f} MB (anonymous {anon_1000:.1f} MB)")
+        return rss_1000, anon_1000, big_running
+
     async def run(self) -> dict[str, Any]:
         a = self.a
         say(f"bench/rollout: data in {self.tmp}")
         self.start_server()
         async with self.api() as api:
+            if a.memory_only:
+                rss, anon, running = await self.measure_big(api)
+                return {
+                    "big_gateway_devices": a.big,
+                    "big_gateway_devices_running": running,
+                    "gateway_rss_mb_big": round(rss, 1),
+                    "gateway_rss_anon_mb_big": round(anon, 1),
+                }
             # -- phase 1: the fleet ----------------------------------------------------------
             say(f"starting {a.gateways} gateways")
             gws = [f"gw-{i}" for i in range(a.gateways)]
@@ -342,25 +376,7 @@ class Bench:
             for p in self.procs[1:]:
                 p.stop()
             self.procs = self.procs[:1]
-            big, big_port = await self.start_gateway(api, "gw-big")
-            bnames = [(f"big-{i:04d}", "gw-big") for i in range(a.big)]
-            bcreds = await self.create_devices(api, bnames, "big")
-            bspecs = [{"name": n, "token": bcreds[n], "port": big_port} for n, _ in bnames]
-            self.start_sims(bspecs, a.sims, "big")
-            await self.wait_online(api, "big", a.big, 300)
-            # The devices' side is what loads this gateway: wait until every hollow device got its
-            # document and had its Running report accepted (the API catches up on its own).
-            await self.apply_only(api, "bench-big", "big")
-            sims = [p for p in self.procs if p.name.startswith("hollow-big")]
-            deadline = time.monotonic() + 300
-            while sum(hollow_running(p) for p in sims) < a.big and time.monotonic() < deadline:  # noqa: ASYNC110
-                await asyncio.sleep(1.0)
-            big_running = sum(hollow_running(p) for p in sims)
-            say(f"  {big_running}/{a.big} hollow devices got their document and reported Running")
-            await asyncio.sleep(10)  # a periodic report round under way
-            rss_1000 = big.rss_mb()
-            anon_1000 = rss_anon_mb(big.proc.pid)
-            say(f"gw-big RSS with {a.big} devices: {rss_1000:.1f} MB (anonymous {anon_1000:.1f} MB)")
+            rss_1000, anon_1000, big_running = await self.measure_big(api)
         values = list(lat.values())
         return {
             "devices": a.devices,
@@ -397,12 +413,29 @@ def main() -> None:
     p.add_argument("--micropython", type=int, default=5)
     p.add_argument("--sims", type=int, default=4, help="hollow-device simulator processes")
     p.add_argument("--big", type=int, default=1000, help="devices on the one gateway of the RSS measurement")
+    p.add_argument(
+        "--memory-only", action="store_true", help="only the one-gateway RSS measurement (no rollout)"
+    )
     args = p.parse_args()
     bench = Bench(args)
     try:
         r = asyncio.run(bench.run())
     finally:
         bench.close()
+    if args.memory_only:
+        print_table(
+            f"gateway memory, {r['big_gateway_devices']} hollow devices",
+            [
+                (
+                    f"gateway RSS, {r['big_gateway_devices']:,} devices",
+                    f"{r['gateway_rss_mb_big']:.1f} MB",
+                    "target <= 40 MB at 1,000; YurtHub 30-40 MB, edgecore 70 MB, K3s agent 268 MB",
+                ),
+                ("  anonymous", f"{r['gateway_rss_anon_mb_big']:.1f} MB", ""),
+            ],
+        )
+        print_json(r)
+        return
     print_table(
         f"rollout: apply -> Running, {r['devices']} devices ({r['micropython_devices']} MicroPython), "
         f"{r['gateways']} gateways",
