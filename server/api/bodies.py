@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import yaml
 from aiohttp import web
 
+from .. import jsoncodec
 from .status import ApiError, bad_request
 
 try:  # the C loader is much faster; fall back when PyYAML was built without libyaml
@@ -30,7 +30,7 @@ MERGE_PATCH_TYPES = frozenset(
     }
 )
 
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_dumps = jsoncodec.dumps
 
 
 def too_large(limit: int) -> ApiError:
@@ -75,7 +75,7 @@ async def read_body(request: web.Request, limit: int, *, patch: bool = False) ->
         except yaml.YAMLError as e:
             raise bad_request(f"malformed YAML body: {' '.join(str(e).split())}") from None
     try:
-        return json.loads(raw)
+        return jsoncodec.loads(raw)
     except (ValueError, UnicodeDecodeError) as e:
         raise bad_request(f"malformed JSON body: {e}") from None
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 
+from .. import jsoncodec
 from ..auth.rbac import RequestInfo, authorize
 from ..store import Store, now_rfc3339
 from ..store.errors import Conflict, Invalid, NotFound
@@ -130,7 +130,7 @@ async def list_objects(api: ApiState, request: web.Request, route: Route) -> web
     if result.remaining is not None:
         meta["remainingItemCount"] = result.remaining
     # Items are the store's JSON texts: joined, never decoded and re-encoded.
-    meta_json = json.dumps(meta, separators=(",", ":"))
+    meta_json = jsoncodec.dumps(meta)
     head = f'{{"kind":"{kind.list_kind}","apiVersion":"{API_VERSION}","metadata":{meta_json},"items":['
     return raw_response("".join((head, ",".join(result.items), "]}")))
 
@@ -177,7 +177,7 @@ async def create(api: ApiState, kind: Kind, body: Obj) -> web.Response:
     # and the stored JSON text goes back as is.
     raw = await api.store.create_raw(kind.plural, body, owned=True)
     if token is not None:
-        created = json.loads(raw)
+        created = jsoncodec.loads(raw)
         created.setdefault("status", {})["token"] = token
         return obj_response(created, 201)
     return raw_response(raw, 201)

@@ -102,7 +102,10 @@ async def run_server(
         warming = loop.run_in_executor(None, warm_validators)
         log.info(
             "fleetlet API server listening on http://%s:%d (backend %s, data dir %s)",
-            host, actual_port, store.dialect, data_dir,
+            host,
+            actual_port,
+            store.dialect,
+            data_dir,
         )
         if extra_startup is not None:
             await extra_startup(app)

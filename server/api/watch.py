@@ -21,6 +21,9 @@ log = logging.getLogger("fleetlet.api.watch")
 IDLE_CHECK_SECONDS = 5.0
 # Flush the synthetic ADDED events in chunks of about this many bytes.
 CHUNK_BYTES = 64 * 1024
+# Past this much unsent data a client counts as slow: events queue (bounded) instead of being
+# written through, and the coroutine's writes wait for the socket to drain.
+WRITE_THROUGH_LIMIT = 64 * 1024
 
 
 def _params(request: web.Request) -> tuple[int | None, float | None, bool]:
@@ -156,7 +159,18 @@ async def _stream(
         watcher.poke()
         arm()
 
+    def write_through(line: bytes) -> bool:
+        """One chunk of the chunked response, straight to the socket (see Watcher.offer)."""
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            return False
+        if transport.get_write_buffer_size() > WRITE_THROUGH_LIMIT:
+            return False
+        transport.write(b"%x\r\n%s\r\n" % (len(line), line))
+        return True
+
     arm()
+    watcher.sink = write_through
     try:
         while True:
             try:
@@ -186,6 +200,7 @@ async def _stream(
                 if transport is None or transport.is_closing() or api.shutting_down:
                     return
     finally:
+        watcher.sink = None
         if timer is not None:
             timer.cancel()
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import errno
-import json
 import logging
 import socket
 from collections.abc import AsyncGenerator, Mapping
@@ -15,6 +14,7 @@ from urllib.parse import quote
 
 import aiohttp
 
+from .. import jsoncodec
 from .config import ClientConfig, normalize_server
 from .errors import REASONS, ApiError, ConnectionFailed
 from .resources import API_VERSION, REGISTRY, ResourceType
@@ -144,7 +144,7 @@ class ApiClient:
         data: bytes | None = None
         headers: dict[str, str] = {}
         if body is not None:
-            data = body if isinstance(body, bytes) else json.dumps(body).encode()
+            data = body if isinstance(body, bytes) else jsoncodec.dumpb(body)
             headers["Content-Type"] = content_type
         client_timeout = aiohttp.ClientTimeout(
             total=timeout if timeout is not None else self.timeout, sock_connect=self.connect_timeout
@@ -179,7 +179,7 @@ class ApiClient:
     @staticmethod
     def _error_from_response(status: int, raw: bytes) -> ApiError:
         try:
-            doc = json.loads(raw) if raw else None
+            doc = jsoncodec.loads(raw) if raw else None
         except ValueError:
             doc = None
         if isinstance(doc, dict) and doc.get("kind") == "Status":
@@ -417,7 +417,7 @@ def _decode(raw: bytes, content_type: str) -> Any:
     if not raw:
         return {}
     try:
-        return json.loads(raw)
+        return jsoncodec.loads(raw)
     except ValueError:
         if "json" in content_type:
             raise ApiError(500, "InternalError", "the server sent malformed JSON") from None
@@ -429,7 +429,7 @@ def _parse_event(line: bytes) -> WatchEvent | None:
     if not line:
         return None
     try:
-        doc = json.loads(line)
+        doc = jsoncodec.loads(line)
     except ValueError:
         raise ApiError(500, "InternalError", "malformed watch event from the server") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("object"), dict):

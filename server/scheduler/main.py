@@ -14,6 +14,7 @@ import signal
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from fleetlet.server import eventloop
 from fleetlet.server.client import ApiClient, ClientConfig
 
 from .scheduler import Scheduler
@@ -82,4 +83,4 @@ def main(argv: list[str] | None = None) -> None:
                 lease_duration=args.lease_duration,
             )
 
-    asyncio.run(serve())
+    eventloop.run(serve())

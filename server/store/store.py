@@ -16,7 +16,6 @@ import base64
 import binascii
 import bisect
 import builtins
-import json
 import logging
 import os
 import secrets
@@ -28,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from .. import jsoncodec
 from .errors import AlreadyExists, Conflict, Gone, Invalid, NotFound, StoreError, Unavailable
 from .selectors import make_predicate
 from .sql import Row, SQLBackend
@@ -39,7 +39,7 @@ Obj = dict[str, Any]
 Key = tuple[str, str]  # (namespace, name); namespace is "" for cluster-scoped objects
 UpdateFn = Callable[[Obj], Obj]
 
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_dumps = jsoncodec.dumps
 
 
 _clock_cache: tuple[int, str] = (0, "")
@@ -177,7 +177,7 @@ class Store:
         self._revision, self._compacted = await self._run(self._backend.setup)
         rows = await self._run(self._backend.load_objects)
         for resource, ns, name, rev, raw in rows:
-            self._data.setdefault(resource, {})[(ns, name)] = _Entry(json.loads(raw), raw, rev)
+            self._data.setdefault(resource, {})[(ns, name)] = _Entry(jsoncodec.loads(raw), raw, rev)
         log.info(
             "store open: %s, %d objects, revision %d, compacted %d",
             self._backend.dialect,
@@ -251,7 +251,7 @@ class Store:
         return entry
 
     async def get(self, resource: str, namespace: str, name: str) -> Obj:
-        return json.loads(self._entry(resource, namespace, name).raw)  # type: ignore[no-any-return]
+        return jsoncodec.loads(self._entry(resource, namespace, name).raw)  # type: ignore[no-any-return]
 
     async def get_raw(self, resource: str, namespace: str, name: str) -> str:
         return self._entry(resource, namespace, name).raw
@@ -332,7 +332,7 @@ class Store:
             continue_token=continue_token,
         )
         return ListResult(
-            [json.loads(r) for r in raw.items], raw.resource_version, raw.continue_token, raw.remaining
+            [jsoncodec.loads(r) for r in raw.items], raw.resource_version, raw.continue_token, raw.remaining
         )
 
     def _encode_continue(self, key: Key) -> str:
@@ -341,7 +341,7 @@ class Store:
 
     def _decode_continue(self, token: str) -> Key:
         try:
-            body = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+            body = jsoncodec.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
             rv, key = int(body["rv"]), body["k"]
             ns, name = str(key[0]), str(key[1])
         except (ValueError, KeyError, TypeError, IndexError, binascii.Error) as e:
@@ -363,7 +363,7 @@ class Store:
         return await future
 
     async def create(self, resource: str, obj: Obj) -> Obj:
-        return json.loads(await self.create_raw(resource, obj))  # type: ignore[no-any-return]
+        return jsoncodec.loads(await self.create_raw(resource, obj))  # type: ignore[no-any-return]
 
     async def create_raw(self, resource: str, obj: Obj, *, owned: bool = False) -> str:
         """Create and return the stored JSON text. ``owned``: the store may keep ``obj`` (no copy)."""
@@ -375,8 +375,7 @@ class Store:
                 raise Invalid("metadata.name: Required value: name or generateName is required")
             alphabet = string.ascii_lowercase + string.digits
             name = prefix + "".join(secrets.choice(alphabet) for _ in range(5))
-        op = _Op(
-            "create", resource, meta.get("namespace") or "", name, obj=obj, owned=owned)
+        op = _Op("create", resource, meta.get("namespace") or "", name, obj=obj, owned=owned)
         return await self._submit(op)
 
     async def guaranteed_update(
@@ -397,7 +396,7 @@ class Store:
         raw = await self.guaranteed_update_raw(
             resource, namespace, name, fn, expected_rv=expected_rv, expected_uid=expected_uid
         )
-        return json.loads(raw)  # type: ignore[no-any-return]
+        return jsoncodec.loads(raw)  # type: ignore[no-any-return]
 
     async def guaranteed_update_raw(
         self,
@@ -451,7 +450,7 @@ class Store:
             expected_rv=expected_rv,
             expected_uid=expected_uid,
         )
-        return json.loads(await self._submit(op))  # type: ignore[no-any-return]
+        return jsoncodec.loads(await self._submit(op))  # type: ignore[no-any-return]
 
     # -- the writer -----------------------------------------------------------------------
     def _apply(
@@ -462,7 +461,7 @@ class Store:
             if current is not None:
                 raise AlreadyExists(f'{op.resource} "{op.name}" already exists')
             assert op.obj is not None
-            obj = op.obj if op.owned else json.loads(_dumps(op.obj))  # detach from the caller's dict
+            obj = op.obj if op.owned else jsoncodec.loads(_dumps(op.obj))  # detach from the caller's dict
             meta = obj.setdefault("metadata", {})
             if meta.get("name"):
                 meta.pop("generateName", None)
@@ -497,19 +496,19 @@ class Store:
             if cur_meta.get("finalizers"):
                 if cur_meta.get("deletionTimestamp"):
                     return None
-                obj = json.loads(current.raw)
+                obj = jsoncodec.loads(current.raw)
                 obj["metadata"]["deletionTimestamp"] = now_rfc3339()
                 obj["metadata"]["resourceVersion"] = str(revision)
                 return MODIFIED, obj, _dumps(obj), current.raw
-            obj = json.loads(current.raw)
+            obj = jsoncodec.loads(current.raw)
             obj["metadata"]["resourceVersion"] = str(revision)
             return DELETED, obj, _dumps(obj), current.raw
 
         assert op.fn is not None
-        new = op.fn(json.loads(current.raw))
+        new = op.fn(jsoncodec.loads(current.raw))
         if not isinstance(new, dict):
             raise Invalid("update function returned a non-object")
-        new = json.loads(_dumps(new))
+        new = jsoncodec.loads(_dumps(new))
         meta = new.setdefault("metadata", {})
         # Identity and server-owned fields cannot be changed by an update.
         for k in ("uid", "creationTimestamp", "name", "deletionTimestamp"):

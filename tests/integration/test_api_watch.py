@@ -115,26 +115,45 @@ async def test_watch_from_compacted_revision_gets_410_error(api: Api) -> None:
 
 
 async def test_slow_watcher_is_cut_off_with_error(tmp_path: Path) -> None:
+    """A client that stops reading: its socket fills, then its bounded buffer, then it gets 410."""
+    import socket
+
     from fleetlet.server.store import Store
 
     store = await Store.open(f"sqlite:///{tmp_path}/s.db", compaction_interval=0, watcher_buffer=3)
     try:
         async with start_api_with_store(tmp_path, store) as api:
-            resp = await api.client.get(
-                f"{NS}/configmaps",
-                params={"watch": "1", "timeoutSeconds": "10"},
-                headers={"Authorization": f"Bearer {api.admin}"},
+            server = api.client.server
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window, then unread
+            sock.setblocking(False)
+            loop = asyncio.get_running_loop()
+            await loop.sock_connect(sock, (server.host, server.port))
+            request = (
+                f"GET {NS}/configmaps?watch=1&timeoutSeconds=30 HTTP/1.1\r\n"
+                f"Host: {server.host}\r\nAuthorization: Bearer {api.admin}\r\n\r\n"
             )
-            # Commit more events in one batch than the watcher buffer holds before it can drain.
-            await asyncio.gather(
-                *[
-                    api.store.create("configmaps", {"metadata": {"name": f"c{i}", "namespace": "default"}})
-                    for i in range(20)
-                ]
-            )
-            text = await asyncio.wait_for(resp.text(), 10)
-            last = json.loads(text.splitlines()[-1])
-            assert last["type"] == "ERROR" and last["object"]["code"] == 410
+            await loop.sock_sendall(sock, request.encode())
+            await asyncio.sleep(0.2)  # the watch is registered
+            # About 12 MB of events: more than the server's socket buffer (tcp_wmem max is 4 MB),
+            # the transport's write-through limit and the 3-event buffer together.
+            big = "x" * (1024 * 1024)
+            for i in range(12):
+                await api.store.create(
+                    "configmaps", {"metadata": {"name": f"c{i}", "namespace": "default"}, "data": {"v": big}}
+                )
+            received = b""
+            async with asyncio.timeout(30):
+                while b"0\r\n\r\n" not in received[-16:]:
+                    chunk = await loop.sock_recv(sock, 1 << 20)
+                    if not chunk:
+                        break
+                    received += chunk
+            sock.close()
+            lines = [ln for ln in received.split(b"\r\n") if ln.startswith(b"{")]
+            last = json.loads(lines[-1])
+            assert last["type"] == "ERROR" and last["object"]["code"] == 410, last["type"]
+            assert store.stats().watchers_cut_off == 1
     finally:
         await store.close()
 

@@ -35,7 +35,9 @@ def _run(state: CliState, scheduler: bool, controllers: bool, log_level: str) ->
         except asyncio.CancelledError:
             pass
 
-    asyncio.run(main())
+    from fleetlet.server import eventloop
+
+    eventloop.run(main())
 
 
 LOG_LEVEL = click.option(

@@ -123,7 +123,9 @@ def server_cmd(
                     pass
 
     try:
-        asyncio.run(serve())
+        from fleetlet.server import eventloop
+
+        eventloop.run(serve())
     except KeyboardInterrupt:
         pass
     except OSError as e:
