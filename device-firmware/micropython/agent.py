@@ -9,9 +9,10 @@
 # never got that far, switch back to the last good version and flag it in the report.
 # _log_loop POSTs the apps' pending log lines (supervisor.py keeps them) every few seconds.
 #
-# RAM: applier.py is imported only while applying, and dropped from sys.modules afterwards.
-# wire.py stays: imported again later, its globals (about 100 names) need one contiguous
-# 1.5 KB block, which a fragmented small heap may no longer have.
+# RAM: msg.py (hello, registered, desired) is imported only around a registration or a new
+# desired document, applier.py only while applying; both are dropped from sys.modules
+# afterwards. Neither keeps module-level names beyond a few functions (their wire numbers
+# are private constants), so importing them again needs no large contiguous block.
 
 import asyncio
 import gc
@@ -19,7 +20,6 @@ import sys
 from micropython import const
 from time import ticks_add, ticks_diff, ticks_ms
 
-import wire  # first, while the heap is unfragmented: its globals need one 1.5 KB block
 import coap
 import net
 import report
@@ -41,6 +41,24 @@ def _drop(name):
     # forget a lazily imported module: its RAM is given back at the next collection
     if name in sys.modules:
         del sys.modules[name]
+
+
+def _read_desired(doc):
+    import msg
+
+    try:
+        return msg.read_desired(doc)
+    finally:
+        _drop("msg")
+
+
+async def _prepare(client, store, gen, wls, on_fetch):
+    try:
+        import applier
+
+        return await applier.prepare(client, store, gen, wls, on_fetch)
+    finally:
+        _drop("applier")
 
 
 def arch():
@@ -200,14 +218,16 @@ class Agent:
     async def _hello(self, c, g):
         try:
             gc.collect()
+            import msg
+
             tok = g("token")
-            hello = wire.hello(g("board", sys.platform), VERSION, arch(), ["micropython"],
-                               gc.mem_free(), self.st["boot"], tok.encode() if tok else None,
-                               gc.mem_free() + gc.mem_alloc(), self.store.free())
+            hello = msg.hello(g("board", sys.platform), VERSION, arch(), ["micropython"],
+                              gc.mem_free(), self.st["boot"], tok.encode() if tok else None,
+                              gc.mem_free() + gc.mem_alloc(), self.store.free())
             r = await c.post("/rd?ep=" + self.name, hello, content_format=_CBOR_CF)
             hello = None
             if r.code == _CREATED:
-                life = wire.read_registered(r.payload)[0]
+                life = msg.read_registered(r.payload)[0]
                 self.due = ticks_add(ticks_ms(), max(life * 800, 5000))
                 self.registered = True
                 self.rereg = False
@@ -215,8 +235,10 @@ class Agent:
                 self._changed()
                 return True
             self._err("registration refused: %s" % r.code_str())
-        except (coap.CoapError, wire.WireError) as e:
+        except (coap.CoapError, ValueError, MemoryError) as e:  # msg.WireError is a ValueError
             self._err("registration: %r" % e)
+        finally:
+            _drop("msg")
         return False
 
     def _on_desired(self, m):
@@ -274,8 +296,12 @@ class Agent:
             return
         s = self.st
         try:
-            gen, wls = wire.read_desired(doc)
-        except wire.WireError as e:
+            gen, wls = _read_desired(doc)
+        except MemoryError as e:
+            self._err("desired: %r" % e)
+            await asyncio.sleep(2)  # retried on the next wake-up
+            return
+        except ValueError as e:  # msg.WireError
             self._err("desired: %s" % e)
             self.doc = self.etag = None
             self.need_get = True  # fetched whole again on the next round
@@ -285,12 +311,10 @@ class Agent:
             self.doc = None  # nothing new, or the version we rolled back from
             return
         print("fleetlet: applying gen %d" % gen)
-        import applier
-
         self.applying = True
         try:
-            rec, bad = await applier.prepare(self.client, self.store, gen, wls, self._fetching)
-        except (coap.CoapError, applier.ApplyError, OSError, MemoryError) as e:
+            rec, bad = await _prepare(self.client, self.store, gen, wls, self._fetching)
+        except (coap.CoapError, ValueError, OSError, MemoryError) as e:  # applier.ApplyError is a ValueError
             self._err("apply gen %d: %r" % (gen, e))
             self.fetching = []
             self._changed()
@@ -298,8 +322,6 @@ class Agent:
             return
         finally:
             self.applying = False
-            _drop("applier")
-            del applier
             wls = None
         self.fetching = []
         self.unsupported = bad

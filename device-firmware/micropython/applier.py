@@ -10,15 +10,29 @@ import gc
 import hashlib
 import os
 from binascii import hexlify
+from micropython import const
 
 import cbor
 import store as st
-import wire
+
+# wire.py's numbers (a test checks they match): private, so they are folded and take no RAM
+_WL_UID = const(1)
+_WL_NAME = const(2)
+_WL_GENERATION = const(3)
+_WL_RUNTIME = const(4)
+_WL_RESTART_POLICY = const(5)
+_WL_ENTRY = const(6)
+_WL_MODULES = const(7)
+_WL_CONFIG = const(8)
+_WL_SECRETS = const(9)
+_BLOB_SHA256 = const(1)
+_BLOB_SIZE = const(2)
+_BLOB_NAME = const(3)
 
 _buf = bytearray(256)  # copy buffer, reused
 
 
-class ApplyError(Exception):
+class ApplyError(ValueError):
     pass
 
 
@@ -29,8 +43,8 @@ def hexs(b):
 def app_key(w):
     """Names an app folder by everything in it: same content, same folder, no restart."""
     h = hashlib.sha256(cbor.dumps([
-        w[wire.WL_UID], w[wire.WL_ENTRY], w.get(wire.WL_RESTART_POLICY, 0),
-        w.get(wire.WL_MODULES) or [], w.get(wire.WL_CONFIG) or {}, w.get(wire.WL_SECRETS) or {},
+        w[_WL_UID], w[_WL_ENTRY], w.get(_WL_RESTART_POLICY, 0),
+        w.get(_WL_MODULES) or [], w.get(_WL_CONFIG) or {}, w.get(_WL_SECRETS) or {},
     ]))
     return hexs(h.digest()[:10])
 
@@ -42,7 +56,7 @@ def _safe(name):
 
 
 async def fetch_blob(client, store, ref):
-    sha = ref[wire.BLOB_SHA256]
+    sha = ref[_BLOB_SHA256]
     hx = hexs(sha)
     tmp = store.blob(hx) + ".t"
     h = hashlib.sha256()
@@ -61,7 +75,7 @@ async def fetch_blob(client, store, ref):
     try:
         if not r.ok:
             raise ApplyError("blob %s: %s" % (hx[:12], r.code_str()))
-        if n[0] != ref[wire.BLOB_SIZE] or h.digest() != sha:
+        if n[0] != ref[_BLOB_SIZE] or h.digest() != sha:
             raise ApplyError("blob %s: SHA-256 or size mismatch" % hx[:12])
     except ApplyError:
         os.remove(tmp)
@@ -84,16 +98,16 @@ def build_app(store, w, key):
     t = d + ".t"
     st.rmtree(t)
     os.mkdir(t)
-    for ref in w.get(wire.WL_MODULES) or ():
-        name = _safe(ref[wire.BLOB_NAME])
+    for ref in w.get(_WL_MODULES) or ():
+        name = _safe(ref[_BLOB_NAME])
         p = t
         for part in name.split("/")[:-1]:  # "lib/util.py": make lib/
             p += "/" + part
             if not st.exists(p):
                 os.mkdir(p)
-        _copy(store.blob(hexs(ref[wire.BLOB_SHA256])), t + "/" + name)
+        _copy(store.blob(hexs(ref[_BLOB_SHA256])), t + "/" + name)
     with open(t + "/_c", "wb") as f:
-        f.write(cbor.dumps([w.get(wire.WL_CONFIG) or {}, w.get(wire.WL_SECRETS) or {}]))
+        f.write(cbor.dumps([w.get(_WL_CONFIG) or {}, w.get(_WL_SECRETS) or {}]))
     os.rename(t, d)
 
 
@@ -101,22 +115,22 @@ async def prepare(client, store, gen, workloads, on_fetch=None):
     """-> (state record for gen, [(uid, generation, message)] of workloads not runnable here)."""
     apps, bad = [], []
     for w in workloads:
-        uid, g = w[wire.WL_UID], w[wire.WL_GENERATION]
-        if w[wire.WL_RUNTIME] != wire.RUNTIME_MICROPYTHON:
-            bad.append((uid, g, "runtime %s is not supported here" % w[wire.WL_RUNTIME]))
+        uid, g = w[_WL_UID], w[_WL_GENERATION]
+        if w[_WL_RUNTIME] != "micropython":
+            bad.append((uid, g, "runtime %s is not supported here" % w[_WL_RUNTIME]))
             continue
         key = app_key(w)
-        mods = w.get(wire.WL_MODULES) or ()
+        mods = w.get(_WL_MODULES) or ()
         if not st.exists(store.app_dir(key)):
             for ref in mods:
-                if not st.exists(store.blob(hexs(ref[wire.BLOB_SHA256]))):
+                if not st.exists(store.blob(hexs(ref[_BLOB_SHA256]))):
                     if on_fetch:
                         on_fetch(uid, g)
                     await fetch_blob(client, store, ref)
                     gc.collect()
             build_app(store, w, key)
         apps.append({
-            "u": uid, "n": w[wire.WL_NAME], "g": g, "e": w[wire.WL_ENTRY], "k": key,
-            "p": w.get(wire.WL_RESTART_POLICY, 0), "m": [hexs(r[wire.BLOB_SHA256]) for r in mods],
+            "u": uid, "n": w[_WL_NAME], "g": g, "e": w[_WL_ENTRY], "k": key,
+            "p": w.get(_WL_RESTART_POLICY, 0), "m": [hexs(r[_BLOB_SHA256]) for r in mods],
         })
     return {"gen": gen, "apps": apps}, bad

@@ -6,9 +6,15 @@
 # microcontroller never reads them.
 #
 # Builders return a bytearray; pass `out` to reuse one buffer for every report.
+# On the device, report.py, supervisor.py, msg.py and applier.py use these numbers as
+# private constants (a test checks they match), so the agent never loads this module.
 
 import cbor
 from cbor import const  # micropython.const, or the identity on CPython
+
+# hello() and the readers (registered, desired) live in msg.py, which the agent loads on
+# its own; they are the same functions here.
+from msg import WireError, hello, read_desired, read_registered  # noqa: F401
 
 VERSION = const(1)
 V = const(0)  # key of the version in every top-level message
@@ -91,33 +97,6 @@ RUNTIME_MICROPYTHON = "micropython"
 RUNTIME_DOCKER = "docker"
 
 
-class WireError(ValueError):
-    pass
-
-
-# ---------------------------------------------------------------- device -> gateway
-
-
-def hello(board, firmware, arch, runtimes, mem_free, boot_count, token=None, mem_total=None,
-          flash_free=None, out=None):
-    m = {
-        V: VERSION,
-        HELLO_BOARD: board,
-        HELLO_FIRMWARE: firmware,
-        HELLO_ARCH: arch,
-        HELLO_RUNTIMES: runtimes,
-        HELLO_MEM_FREE: mem_free,
-        HELLO_BOOT_COUNT: boot_count,
-    }
-    if token is not None:
-        m[HELLO_TOKEN] = token
-    if mem_total is not None:
-        m[HELLO_MEM_TOTAL] = mem_total
-    if flash_free is not None:
-        m[HELLO_FLASH_FREE] = flash_free
-    return cbor.dumps(m, out)
-
-
 def status(uid, generation, state, restarts=0, exit_code=None, message=None, rolled_back=False,
            ready=None):
     """One workload's entry for report(). Defaults are omitted, as the CDDL asks."""
@@ -160,95 +139,6 @@ def log_batch(uid, lines, container=None, clock=CLOCK_UNIX_MS, dropped=0, out=No
     if dropped:
         m[LOG_DROPPED] = dropped
     return cbor.dumps(m, out)
-
-
-# ---------------------------------------------------------------- gateway -> device
-
-
-def _top(data, name):
-    try:
-        m = cbor.loads(data)
-    except ValueError as e:
-        raise WireError("%s: %s" % (name, e))
-    if type(m) is not dict:
-        raise WireError("%s: expected map, got %s" % (name, _kind(m)))
-    v = m.get(V)
-    if v != VERSION or type(v) is not int:
-        raise WireError("%s.v: unsupported protocol version %r" % (name, v))
-    return m
-
-
-_KINDS = {int: "int", str: "tstr", bytes: "bstr", list: "array", dict: "map", bool: "bool",
-          float: "float"}
-
-
-def _kind(v):
-    # CDDL name of a decoded value's type; the gateway's messages use the same words.
-    if type(v) is int:
-        return "uint" if v >= 0 else "nint"
-    return "null" if v is None else _KINDS.get(type(v), "tag or simple")
-
-
-def _get(m, key, kind, path, required=True):
-    # kind: a type, or "uint". Returns None for an absent optional field.
-    if key not in m:
-        if required:
-            raise WireError("%s: missing (key %d)" % (path, key))
-        return None
-    v = m[key]
-    if kind == "uint":
-        ok = type(v) is int and v >= 0
-    else:
-        ok = type(v) is kind
-    if not ok:
-        want = kind if kind == "uint" else _KINDS[kind]
-        raise WireError("%s: expected %s, got %s" % (path, want, _kind(v)))
-    return v
-
-
-def read_registered(data):
-    """-> (lifetime_s, location, gateway_time_or_None)"""
-    m = _top(data, "registered")
-    return (
-        _get(m, REG_LIFETIME, "uint", "registered.lifetime"),
-        _get(m, REG_LOCATION, str, "registered.location"),
-        _get(m, REG_TIME, "uint", "registered.time", False),
-    )
-
-
-def _check_workload(w, p):
-    if type(w) is not dict:
-        raise WireError("%s: expected map, got %s" % (p, _kind(w)))
-    _get(w, WL_UID, str, p + ".uid")
-    _get(w, WL_NAME, str, p + ".name")
-    _get(w, WL_GENERATION, "uint", p + ".generation")
-    runtime = _get(w, WL_RUNTIME, str, p + ".runtime")
-    _get(w, WL_RESTART_POLICY, "uint", p + ".restart-policy", False)
-    if runtime != RUNTIME_MICROPYTHON:
-        return  # left for the applier to report as unsupported on this board
-    _get(w, WL_ENTRY, str, p + ".entry")
-    for i, b in enumerate(_get(w, WL_MODULES, list, p + ".modules", False) or ()):
-        bp = "%s.modules[%d]" % (p, i)
-        if type(b) is not dict:
-            raise WireError("%s: expected map, got %s" % (bp, _kind(b)))
-        sha = _get(b, BLOB_SHA256, bytes, bp + ".sha256")
-        if len(sha) != 32:
-            raise WireError("%s.sha256: expected 32 bytes, got %d" % (bp, len(sha)))
-        _get(b, BLOB_SIZE, "uint", bp + ".size")
-        _get(b, BLOB_NAME, str, bp + ".name")
-    _get(w, WL_CONFIG, dict, p + ".config", False)
-    _get(w, WL_SECRETS, dict, p + ".secrets", False)
-
-
-def read_desired(data):
-    """-> (gen, workloads): workloads are the decoded maps, checked for the fields
-    a MicroPython app needs; read them with the WL_* and BLOB_* keys."""
-    m = _top(data, "desired")
-    gen = _get(m, DESIRED_GEN, "uint", "desired.gen")
-    workloads = _get(m, DESIRED_WORKLOADS, list, "desired.workloads", False) or []
-    for i, w in enumerate(workloads):
-        _check_workload(w, "desired.workloads[%d]" % i)
-    return gen, workloads
 
 
 def blob_path(ref):

@@ -167,9 +167,10 @@ def _consts(path: Path, private: bool) -> dict[str, int]:
 
 
 def test_private_wire_constants_match_wire_py() -> None:
-    """report.py and supervisor.py fold wire.py's numbers as _private consts: same values."""
+    """report.py, supervisor.py, msg.py and applier.py fold wire.py's numbers as _private
+    consts: same values."""
     public = _consts(FIRMWARE / "wire.py", private=False)
-    for module in ("report.py", "supervisor.py"):
+    for module in ("report.py", "supervisor.py", "msg.py", "applier.py"):
         private = {k: v for k, v in _consts(FIRMWARE / module, private=True).items() if k != "LINE_MAX"}
         assert private, module
         assert {k: public.get(k) for k in private} == private, module
