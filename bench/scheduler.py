@@ -32,6 +32,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import Proc, fleetlet_bin, free_port, percentile, print_json, print_table
+from fleetlet.server import eventloop
 from fleetlet.server.client import ApiClient, ApiError
 from fleetlet.server.scheduler.scheduler import Scheduler
 from fleetlet.server.scheduler.testing import make_device, make_gateway, make_workload
@@ -442,7 +443,7 @@ def main() -> None:
     args.gateways = args.gateways or (100 if args.quick else 1000)
     args.workloads = args.workloads or (1000 if args.quick else 10_000)
     logging.basicConfig(level=os.environ.get("BENCH_LOG", "WARNING"))
-    result = asyncio.run(run(args))
+    result = eventloop.run(run(args))  # the scheduler's loop, as `fleetlet scheduler` runs it
     print_json(result)
 
 

@@ -9,10 +9,11 @@ run safely: only the leader schedules or reconciles.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass, field
 
-from .client import ApiClient
+from .client import ApiClient, SharedInformers
 from .controllers.manager import ControllerOptions, run_controllers
 from .scheduler.scheduler import Scheduler
 
@@ -30,14 +31,22 @@ async def run_control_loops(server: str, token: str, options: ControlLoopOptions
     """Run until cancelled. A loop that crashes is logged and restarted after a pause."""
     opts = options or ControlLoopOptions()
     async with ApiClient(server, token) as client:
+        # One watch per resource for every loop in this process (client-go's shared informers).
+        informers = SharedInformers(client)
         loops: list[tuple[str, object]] = []
         if opts.scheduler:
-            loops.append(("scheduler", lambda: Scheduler(client).run()))
+            loops.append(("scheduler", lambda: Scheduler(client, informers=informers).run()))
         if opts.controllers:
-            loops.append(("controllers", lambda: run_controllers(client, opts.controller_options)))
+            loops.append(("controllers", lambda: run_controllers(client, opts.controller_options, informers)))
         if not loops:
             return
-        await asyncio.gather(*(_supervise(name, factory) for name, factory in loops))  # type: ignore[arg-type]
+        shared = asyncio.create_task(informers.run(), name="shared-informers")
+        try:
+            await asyncio.gather(*(_supervise(name, factory) for name, factory in loops))  # type: ignore[arg-type]
+        finally:
+            shared.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await shared
 
 
 async def _supervise(name: str, factory: object) -> None:

@@ -15,7 +15,7 @@ from .resources import API_VERSION, GROUP, REGISTRY, ResourceRegistry, ResourceT
 
 if TYPE_CHECKING:
     from .api import ApiClient, Obj, WatchEvent, resource_path, resource_type, strip_for_write
-    from .informer import Backoff, Informer, object_key
+    from .informer import Backoff, HandlerRegistration, Informer, SharedInformers, object_key
 
 _LAZY = {
     "ApiClient": "api",
@@ -26,6 +26,8 @@ _LAZY = {
     "strip_for_write": "api",
     "Backoff": "informer",
     "Informer": "informer",
+    "HandlerRegistration": "informer",
+    "SharedInformers": "informer",
     "object_key": "informer",
 }
 
@@ -47,10 +49,12 @@ __all__ = [
     "ClientConfig",
     "ConfigError",
     "ConnectionFailed",
+    "HandlerRegistration",
     "Informer",
     "Obj",
     "ResourceRegistry",
     "ResourceType",
+    "SharedInformers",
     "UnknownResource",
     "WatchEvent",
     "default_config_path",

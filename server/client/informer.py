@@ -82,9 +82,10 @@ class Informer:
         self.namespace = namespace
         self.label_selector = label_selector
         self.field_selector = field_selector
-        self.on_add = on_add
-        self.on_update = on_update
-        self.on_delete = on_delete
+        self._handlers: list[HandlerRegistration] = []
+        if on_add or on_update or on_delete:
+            self._handlers.append(HandlerRegistration(on_add, on_update, on_delete, active=True))
+        self.shared = False  # run by a SharedInformers, not by whoever asked for it
         self.watch_timeout_seconds = watch_timeout_seconds
         self.page_size = page_size
         self.cache: dict[str, Obj] = {}
@@ -92,6 +93,43 @@ class Informer:
         self._backoff = Backoff(backoff_initial, backoff_max)
         self._synced = asyncio.Event()
         self.relists = 0  # how many full lists were made (observability and tests)
+
+    # ---- handlers ---------------------------------------------------------------------
+
+    def add_handlers(
+        self,
+        on_add: AddHandler | None = None,
+        on_update: UpdateHandler | None = None,
+        on_delete: DeleteHandler | None = None,
+        *,
+        active: bool = True,
+    ) -> HandlerRegistration:
+        """Another consumer of this informer's events (client-go's AddEventHandler).
+
+        An inactive registration receives nothing until :meth:`activate`, so an owner can
+        register in ``__init__`` and start listening once its own state exists.
+        """
+        reg = HandlerRegistration(on_add, on_update, on_delete, active=False)
+        self._handlers.append(reg)
+        if active:
+            self.activate(reg)
+        return reg
+
+    def activate(self, reg: HandlerRegistration) -> None:
+        """Start delivering to ``reg``. A late joiner first sees the cache as adds, as in
+        client-go, all at once: its add handler must be synchronous so no event interleaves."""
+        if reg.active:
+            return
+        reg.active = True
+        if self._synced.is_set() and reg.on_add is not None:
+            for obj in list(self.cache.values()):
+                if inspect.isawaitable(reg.on_add(obj)):
+                    raise TypeError("a late-joining handler must be synchronous")
+
+    def remove_handlers(self, reg: HandlerRegistration) -> None:
+        reg.active = False
+        with contextlib.suppress(ValueError):
+            self._handlers.remove(reg)
 
     # ---- reading the cache -------------------------------------------------------------
 
@@ -159,13 +197,13 @@ class Informer:
         self.resource_version = str((listing.get("metadata") or {}).get("resourceVersion") or "") or None
         for key, obj in old.items():
             if key not in fresh:
-                await self._call(self.on_delete, obj)
+                await self._call(_DELETE, obj)
         for key, obj in fresh.items():
             prev = old.get(key)
             if prev is None:
-                await self._call(self.on_add, obj)
+                await self._call(_ADD, obj)
             elif _rv(prev) != _rv(obj):
-                await self._call(self.on_update, prev, obj)
+                await self._call(_UPDATE, prev, obj)
         self._synced.set()
 
     async def _watch_once(self) -> bool:
@@ -199,27 +237,118 @@ class Informer:
         old = self.cache.get(key)
         if etype == "DELETED":
             self.cache.pop(key, None)
-            await self._call(self.on_delete, obj)
+            await self._call(_DELETE, obj)
             return
         self.cache[key] = obj
         if old is None:
-            await self._call(self.on_add, obj)
+            await self._call(_ADD, obj)
         else:
-            await self._call(self.on_update, old, obj)
+            await self._call(_UPDATE, old, obj)
 
-    async def _call(self, handler: Callable[..., Awaitable[None] | None] | None, *args: Obj) -> None:
-        if handler is None:
-            return
+    async def _call(self, slot: int, *args: Obj) -> None:
+        for reg in tuple(self._handlers):  # a handler may remove a registration
+            if not reg.active:
+                continue
+            handler = reg.slot(slot)
+            if handler is None:
+                continue
+            try:
+                result = handler(*args)
+                if inspect.isawaitable(result):
+                    await result
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # A broken handler must not kill the informer that every component relies on.
+                name = getattr(handler, "__name__", repr(handler))
+                log.exception("%s informer: handler %s failed", self.resource.plural, name)
+
+
+_ADD, _UPDATE, _DELETE = 0, 1, 2
+
+
+class HandlerRegistration:
+    """One consumer's callbacks on an informer."""
+
+    __slots__ = ("active", "on_add", "on_delete", "on_update")
+
+    def __init__(
+        self,
+        on_add: AddHandler | None,
+        on_update: UpdateHandler | None,
+        on_delete: DeleteHandler | None,
+        *,
+        active: bool,
+    ) -> None:
+        self.on_add = on_add
+        self.on_update = on_update
+        self.on_delete = on_delete
+        self.active = active
+
+    def slot(self, which: int) -> Callable[..., Awaitable[None] | None] | None:
+        return self.on_add if which == _ADD else self.on_update if which == _UPDATE else self.on_delete
+
+
+class SharedInformers:
+    """client-go's SharedInformerFactory: one list+watch per (resource, namespace, selectors)
+    in a process, however many components consume it.
+
+    `fleetlet server` runs the scheduler and four controllers in-process; on their own they
+    held four watches on workloads and on devices, and parsed every event four times. Consumers
+    share the cache too, so they must treat cached objects as read-only (client-go's rule).
+    """
+
+    def __init__(self, client: ApiClient) -> None:
+        self.client = client
+        self._informers: dict[tuple[str, str | None, str | None, str | None], Informer] = {}
+        self._tasks: dict[Informer, asyncio.Task[None]] = {}
+        self._running = False
+
+    def informer(
+        self,
+        kind: KindLike,
+        namespace: str | None = None,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> Informer:
+        plural = resource_type(kind).plural
+        key = (plural, namespace, label_selector, field_selector)
+        inf = self._informers.get(key)
+        if inf is None:
+            inf = Informer(
+                self.client, plural, namespace, label_selector=label_selector, field_selector=field_selector
+            )
+            inf.shared = True
+            self._informers[key] = inf
+            if self._running:
+                self._start(inf)
+        return inf
+
+    def _start(self, inf: Informer) -> None:
+        if inf not in self._tasks:
+            self._tasks[inf] = asyncio.create_task(inf.run(), name=f"shared-informer-{inf.resource.plural}")
+
+    @property
+    def informers(self) -> list[Informer]:
+        return list(self._informers.values())
+
+    async def run(self) -> None:
+        """Run every informer asked for, now or later, until cancelled."""
+        self._running = True
         try:
-            result = handler(*args)
-            if inspect.isawaitable(result):
-                await result
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            # A broken handler must not kill the informer that every component relies on.
-            name = getattr(handler, "__name__", repr(handler))
-            log.exception("%s informer: handler %s failed", self.resource.plural, name)
+            for inf in self._informers.values():
+                self._start(inf)
+            await asyncio.Event().wait()
+        finally:
+            self._running = False
+            tasks = list(self._tasks.values())
+            self._tasks.clear()
+            for t in tasks:
+                t.cancel()
+            for t in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await t
 
 
 def _rv(obj: Any) -> str | None:

@@ -8,7 +8,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from fleetlet.server.client import ApiClient, ApiError, Informer
+from fleetlet.server.client import ApiClient, ApiError, HandlerRegistration, Informer, SharedInformers
 from fleetlet.server.client.api import KindLike
 
 from .workqueue import ShutDown, WorkQueue
@@ -27,16 +27,32 @@ class Controller:
 
     name = "controller"
 
-    def __init__(self, client: ApiClient, *, workers: int = 2, max_retry_delay: float = 30.0):
+    def __init__(
+        self,
+        client: ApiClient,
+        *,
+        workers: int = 2,
+        max_retry_delay: float = 30.0,
+        informers: SharedInformers | None = None,
+    ):
         self.client = client
         self.workers = max(1, workers)
         self.queue = WorkQueue(self.name, max_delay=max_retry_delay)
         self.informers: list[Informer] = []
+        self.shared = informers
+        self._registrations: list[tuple[Informer, HandlerRegistration]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._synced = asyncio.Event()
 
     def informer(self, kind: KindLike, namespace: str | None = None, **kwargs: Any) -> Informer:
-        inf = Informer(self.client, kind, namespace, **kwargs)
+        """An informer with this controller's handlers: the process's shared one when there is
+        a :class:`SharedInformers`, else a private one. Handlers start when :meth:`run` does."""
+        if self.shared is None:
+            inf = Informer(self.client, kind, namespace, **kwargs)
+        else:
+            handlers = {k: kwargs.pop(k) for k in ("on_add", "on_update", "on_delete") if k in kwargs}
+            inf = self.shared.informer(kind, namespace, **kwargs)
+            self._registrations.append((inf, inf.add_handlers(**handlers, active=False)))
         self.informers.append(inf)
         return inf
 
@@ -61,8 +77,13 @@ class Controller:
     async def run(self) -> None:
         """Run until cancelled."""
         try:
+            for inf, reg in self._registrations:
+                inf.activate(reg)
             for inf in self.informers:
-                self._tasks.append(asyncio.create_task(inf.run(), name=f"{self.name}-{inf.resource.plural}"))
+                if not inf.shared:
+                    self._tasks.append(
+                        asyncio.create_task(inf.run(), name=f"{self.name}-{inf.resource.plural}")
+                    )
             for inf in self.informers:
                 await inf.wait_synced()
             await self.on_synced()
@@ -73,6 +94,8 @@ class Controller:
             self._tasks.append(asyncio.create_task(self._background(), name=f"{self.name}-background"))
             await asyncio.gather(*self._tasks)
         finally:
+            for inf, reg in self._registrations:
+                inf.remove_handlers(reg)
             await self.queue.shutdown()
             for t in self._tasks:
                 t.cancel()

@@ -15,7 +15,14 @@ import time
 from collections.abc import Awaitable, Mapping
 from typing import Any
 
-from fleetlet.server.client import API_VERSION, ApiClient, ApiError, object_key, strip_for_write
+from fleetlet.server.client import (
+    API_VERSION,
+    ApiClient,
+    ApiError,
+    SharedInformers,
+    object_key,
+    strip_for_write,
+)
 
 from . import rollout as ro
 from .base import Controller
@@ -134,8 +141,9 @@ class DeploymentController(Controller):
         *,
         workers: int = 2,
         restart_limit: int = ro.RESTART_LIMIT,
+        informers: SharedInformers | None = None,
     ):
-        super().__init__(client, workers=workers)
+        super().__init__(client, workers=workers, informers=informers)
         self.recorder = recorder
         self.restart_limit = restart_limit
         self.deployments = self.informer(

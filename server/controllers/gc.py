@@ -17,7 +17,7 @@ import copy
 import logging
 from typing import Any
 
-from fleetlet.server.client import REGISTRY, ApiClient, ApiError, Informer, ResourceType
+from fleetlet.server.client import REGISTRY, ApiClient, ApiError, Informer, ResourceType, SharedInformers
 
 from .base import Controller
 
@@ -43,8 +43,15 @@ def gc_key(plural: str, namespace: str | None, name: str) -> str:
 class GarbageCollector(Controller):
     name = "garbagecollector"
 
-    def __init__(self, client: ApiClient, *, workers: int = 2, plurals: tuple[str, ...] = GC_PLURALS):
-        super().__init__(client, workers=workers)
+    def __init__(
+        self,
+        client: ApiClient,
+        *,
+        workers: int = 2,
+        plurals: tuple[str, ...] = GC_PLURALS,
+        informers: SharedInformers | None = None,
+    ):
+        super().__init__(client, workers=workers, informers=informers)
         self.by_plural: dict[str, Informer] = {}
         for plural in plurals:
             self.by_plural[plural] = self.informer(

@@ -12,7 +12,7 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 
-from fleetlet.server.client import ApiClient
+from fleetlet.server.client import ApiClient, SharedInformers
 
 from .base import Controller
 from .deployment import DeploymentController
@@ -42,8 +42,14 @@ class ControllerOptions:
 
 
 class ControllerManager:
-    def __init__(self, client: ApiClient, options: ControllerOptions | None = None):
+    def __init__(
+        self,
+        client: ApiClient,
+        options: ControllerOptions | None = None,
+        informers: SharedInformers | None = None,
+    ):
         self.client = client
+        self.informers = informers
         self.options = options or ControllerOptions()
         unknown = set(self.options.controllers) - set(ALL_CONTROLLERS)
         if unknown:
@@ -64,15 +70,20 @@ class ControllerManager:
             refill_seconds=o.event_refill_seconds,
         )
         made: list[Controller] = []
+        shared = self.informers
         for name in o.controllers:
             if name == "deployment":
-                made.append(DeploymentController(self.client, recorder, workers=o.workers))
+                made.append(DeploymentController(self.client, recorder, workers=o.workers, informers=shared))
             elif name == "nodelifecycle":
-                made.append(NodeLifecycleController(self.client, recorder, o.lifecycle))
+                made.append(NodeLifecycleController(self.client, recorder, o.lifecycle, informers=shared))
             elif name == "garbagecollector":
-                made.append(GarbageCollector(self.client, workers=o.workers))
+                made.append(GarbageCollector(self.client, workers=o.workers, informers=shared))
             elif name == "namespace":
-                made.append(NamespaceController(self.client, recorder, retry_period=o.namespace_retry_period))
+                made.append(
+                    NamespaceController(
+                        self.client, recorder, retry_period=o.namespace_retry_period, informers=shared
+                    )
+                )
         return made
 
     def get(self, name: str) -> Controller | None:
@@ -127,6 +138,9 @@ class ControllerManager:
                 await task
 
 
-async def run_controllers(client: ApiClient, options: ControllerOptions | None = None) -> None:
-    """Run every controller (with leader election unless disabled) until cancelled."""
-    await ControllerManager(client, options).run()
+async def run_controllers(
+    client: ApiClient, options: ControllerOptions | None = None, informers: SharedInformers | None = None
+) -> None:
+    """Run every controller (with leader election unless disabled) until cancelled. With
+    ``informers`` (a running :class:`SharedInformers`) they share its watches and caches."""
+    await ControllerManager(client, options, informers).run()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from fleetlet.server.client import REGISTRY, ApiClient, ApiError
+from fleetlet.server.client import REGISTRY, ApiClient, ApiError, SharedInformers
 
 from .base import Controller
 from .events import WARNING, EventRecorder
@@ -41,9 +41,15 @@ class NamespaceController(Controller):
     name = "namespace"
 
     def __init__(
-        self, client: ApiClient, recorder: EventRecorder, *, workers: int = 1, retry_period: float = 1.0
+        self,
+        client: ApiClient,
+        recorder: EventRecorder,
+        *,
+        workers: int = 1,
+        retry_period: float = 1.0,
+        informers: SharedInformers | None = None,
     ):
-        super().__init__(client, workers=workers)
+        super().__init__(client, workers=workers, informers=informers)
         self.recorder = recorder
         self.retry_period = retry_period
         self.namespaces = self.informer(

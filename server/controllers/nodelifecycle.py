@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from fleetlet.server.client import ApiClient, ApiError
+from fleetlet.server.client import ApiClient, ApiError, SharedInformers
 
 from .base import Controller
 from .deployment import LOST_PHASES, controller_owner, set_condition
@@ -59,8 +59,15 @@ def _d(value: Any) -> Obj:
 class NodeLifecycleController(Controller):
     name = "nodelifecycle"
 
-    def __init__(self, client: ApiClient, recorder: EventRecorder, options: LifecycleOptions | None = None):
-        super().__init__(client, workers=1)
+    def __init__(
+        self,
+        client: ApiClient,
+        recorder: EventRecorder,
+        options: LifecycleOptions | None = None,
+        *,
+        informers: SharedInformers | None = None,
+    ):
+        super().__init__(client, workers=1, informers=informers)
         self.options = options or LifecycleOptions()
         self.recorder = recorder
         self.gateways = self.informer("gateways")

@@ -23,11 +23,11 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from fleetlet.server.client import ApiClient, ApiError, Informer
+from fleetlet.server.client import ApiClient, ApiError, HandlerRegistration, Informer, SharedInformers
 from fleetlet.server.leaderelection import DEFAULT_LEASE_NAMESPACE, LeaderElector, default_identity, now_micro
 
 from .framework import Framework
@@ -122,8 +122,10 @@ class Scheduler:
         event_interval: float = 60.0,
         max_writes_in_flight: int = 16,
         queue: SchedulingQueue | None = None,
+        informers: SharedInformers | None = None,
     ) -> None:
         self.client = client
+        self.shared = informers
         self.name = name
         self.identity = identity or default_identity()
         self.framework = framework or default_framework(
@@ -154,18 +156,30 @@ class Scheduler:
         self._leading = False
         self._reported: dict[str, str] = {}  # workload key -> the Unschedulable message last written
         self._events: dict[str, _EventRecord] = {}
-        self.devices = Informer(
-            client, "devices", on_add=self._device_added, on_update=self._device_updated,
-            on_delete=self._device_deleted,
-        )  # fmt: skip
-        self.gateways = Informer(
-            client, "gateways", on_add=self._gateway_added, on_update=self._gateway_updated,
-            on_delete=self._gateway_deleted,
-        )  # fmt: skip
-        self.workloads = Informer(
-            client, "workloads", on_add=self._workload_added, on_update=self._workload_updated,
-            on_delete=self._workload_deleted,
-        )  # fmt: skip
+        self._registrations: list[tuple[Informer, HandlerRegistration]] = []
+        self.devices = self._informer(
+            "devices", self._device_added, self._device_updated, self._device_deleted
+        )
+        self.gateways = self._informer(
+            "gateways", self._gateway_added, self._gateway_updated, self._gateway_deleted
+        )
+        self.workloads = self._informer(
+            "workloads", self._workload_added, self._workload_updated, self._workload_deleted
+        )
+
+    def _informer(
+        self,
+        plural: str,
+        on_add: Callable[[Obj], None],
+        on_update: Callable[[Obj, Obj], None],
+        on_delete: Callable[[Obj], None],
+    ) -> Informer:
+        """The process's shared informer when there is one (handlers start in run()), else our own."""
+        if self.shared is None:
+            return Informer(self.client, plural, on_add=on_add, on_update=on_update, on_delete=on_delete)
+        inf = self.shared.informer(plural)
+        self._registrations.append((inf, inf.add_handlers(on_add, on_update, on_delete, active=False)))
+        return inf
 
     # -- lifecycle ----------------------------------------------------------------------------
     @property
@@ -184,9 +198,12 @@ class Scheduler:
 
     async def run(self) -> None:
         """Watch the fleet, campaign for leadership, schedule while leading. Ends by cancellation."""
+        for inf, reg in self._registrations:
+            inf.activate(reg)
         informer_tasks = [
             asyncio.create_task(inf.run(), name=f"{self.name}-informer-{inf.resource.plural}")
             for inf in (self.devices, self.gateways, self.workloads)
+            if not inf.shared
         ]
         housekeeping = asyncio.create_task(self._housekeeping(), name=f"{self.name}-housekeeping")
         try:
@@ -201,6 +218,8 @@ class Scheduler:
                 await self._started_leading()
                 await asyncio.Event().wait()
         finally:
+            for inf, reg in self._registrations:
+                inf.remove_handlers(reg)
             await self._stopped_leading()
             for t in [*informer_tasks, housekeeping, *self._writes]:
                 t.cancel()
