@@ -30,7 +30,8 @@ class ControlLoopOptions:
 async def run_control_loops(server: str, token: str, options: ControlLoopOptions | None = None) -> None:
     """Run until cancelled. A loop that crashes is logged and restarted after a pause."""
     opts = options or ControlLoopOptions()
-    async with ApiClient(server, token) as client:
+    # Room for the watches, the scheduler's binds and a controller's burst of creates at once.
+    async with ApiClient(server, token, max_connections=512) as client:
         # One watch per resource for every loop in this process (client-go's shared informers).
         informers = SharedInformers(client)
         loops: list[tuple[str, object]] = []

@@ -96,11 +96,13 @@ class ApiClient:
         timeout: float = 30.0,
         connect_timeout: float = 10.0,
         user_agent: str = USER_AGENT,
+        max_connections: int = 100,
     ):
         self.server = normalize_server(server)
         self.token = token
         self.timeout = timeout
         self.connect_timeout = connect_timeout
+        self.max_connections = max_connections
         self._headers = {"Accept": "application/json", "User-Agent": user_agent}
         if token:
             self._headers["Authorization"] = f"Bearer {token}"
@@ -124,7 +126,9 @@ class ApiClient:
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             # Created lazily: a ClientSession must be made inside a running loop.
-            self._session = aiohttp.ClientSession(headers=self._headers)
+            self._session = aiohttp.ClientSession(
+                headers=self._headers, connector=aiohttp.TCPConnector(limit=self.max_connections)
+            )
         return self._session
 
     # ---- raw requests -----------------------------------------------------------------
