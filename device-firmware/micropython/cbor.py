@@ -7,6 +7,8 @@
 #
 # Types: int (bignum tags 2/3 beyond 64 bits), float, str, bytes, list (tuples
 # encode as arrays), dict, bool, None, Tag, Simple (undefined is UNDEFINED).
+# Tags, simple values, bignums, half floats and indefinite-length strings are handled
+# in cbor_ext.py, imported on first use only (Tag, Simple, UNDEFINED are found here too).
 #
 # Memory: dumps() appends to a caller-supplied bytearray so one buffer can be
 # reused for every report; loads() reads through a memoryview without copying
@@ -32,36 +34,15 @@ class CBORError(ValueError):
     pass
 
 
-class Tag:
-    def __init__(self, tag, value):
-        self.tag = tag
-        self.value = value
+def __getattr__(name):
+    # Tag, Simple and UNDEFINED live in cbor_ext.py with the other rarely used parts: loaded
+    # on first use (a firmware that never meets a tag or simple value never loads them)
+    if name == "Tag" or name == "Simple" or name == "UNDEFINED":
+        import cbor_ext
 
-    def __eq__(self, other):
-        return isinstance(other, Tag) and self.tag == other.tag and self.value == other.value
+        return getattr(cbor_ext, name)
+    raise AttributeError(name)
 
-    def __hash__(self):  # tags are valid map keys; unhashable content raises TypeError
-        return hash((self.tag, self.value))
-
-    def __repr__(self):
-        return "Tag(%d, %r)" % (self.tag, self.value)
-
-
-class Simple:
-    def __init__(self, value):
-        self.value = value
-
-    def __eq__(self, other):
-        return isinstance(other, Simple) and self.value == other.value
-
-    def __hash__(self):
-        return self.value
-
-    def __repr__(self):
-        return "Simple(%d)" % self.value
-
-
-UNDEFINED = Simple(23)
 
 # ---------------------------------------------------------------- encoder
 
@@ -83,17 +64,6 @@ def _head(out, major, n):
     else:
         out.append(mt | 27)
         out.extend(struct.pack(">Q", n))
-
-
-def _bignum(out, tag, n):
-    size = 0
-    m = n
-    while m:
-        m >>= 8
-        size += 1
-    _head(out, 6, tag)
-    _head(out, 2, size)
-    out.extend(n.to_bytes(size, "big"))
 
 
 def _half_bits(b):
@@ -176,7 +146,9 @@ def _enc(out, v, depth):
         if v <= _U64:
             _head(out, major, v)
         else:
-            _bignum(out, 2 + major, v)
+            import cbor_ext
+
+            cbor_ext.bignum(out, 2 + major, v)
     elif t is str:
         b = v.encode()
         _head(out, 3, len(b))
@@ -198,17 +170,10 @@ def _enc(out, v, depth):
                 _enc(out, x, depth)
         elif t is dict:
             _map(out, v, depth)
-        elif t is Tag:
-            _head(out, 6, v.tag)
-            _enc(out, v.value, depth)
-        elif t is Simple:
-            if v.value < 24:
-                out.append(0xE0 | v.value)
-            else:
-                out.append(0xF8)
-                out.append(v.value)
         else:
-            raise CBORError("cannot encode %s" % t.__name__)
+            import cbor_ext
+
+            cbor_ext.enc(out, v, t, depth)  # Tag, Simple, or CBORError
 
 
 def dumps(obj, out=None):
@@ -266,31 +231,6 @@ def _brk():
     return False
 
 
-def _unhalf(h):
-    e = (h >> 10) & 31
-    m = h & 1023
-    if e == 0:
-        v = m / 16777216.0  # m * 2**-24, exact
-    elif e == 31:
-        v = float("inf") if m == 0 else float("nan")
-    else:
-        v = (m + 1024) * 2.0 ** (e - 25)
-    return -v if h & 0x8000 else v
-
-
-def _chunks(mt):
-    # Indefinite-length string: definite chunks of the same major type, then break.
-    parts = bytearray()
-    while not _brk():
-        ib = _buf[_take(1)]
-        if ib >> 5 != mt or ib & 31 == 31:
-            raise CBORError("bad chunk in indefinite string")
-        n = _arg(ib & 31)
-        p = _take(n)
-        parts.extend(_buf[p : p + n])
-    return parts
-
-
 def _text(b):
     try:
         return str(b, "utf-8")
@@ -319,30 +259,24 @@ def _item(depth):
         return -1 - _arg(ai)
     if mt == 2 or mt == 3:
         if ai == 31:
-            b = _chunks(mt)
+            import cbor_ext
+
+            b = cbor_ext.chunks(mt)
             return bytes(b) if mt == 2 else _text(b)
         n = _arg(ai)
         p = _take(n)
         return bytes(_buf[p : p + n]) if mt == 2 else _text(_buf[p : p + n])
     if mt == 7:
-        if ai < 20:
-            return Simple(ai)
         if ai == 20:
             return False
         if ai == 21:
             return True
         if ai == 22:
             return None
-        if ai == 23:
-            return UNDEFINED
-        if ai == 24:
-            v = _buf[_take(1)]
-            if v < 32:
-                raise CBORError("simple value %d in two bytes" % v)
-            return Simple(v)
-        if ai == 25:
-            p = _take(2)
-            return _unhalf((_buf[p] << 8) | _buf[p + 1])
+        if ai < 26:  # simple values, undefined and half floats: rarely met
+            import cbor_ext
+
+            return cbor_ext.simple(ai)
         if ai == 26:
             return struct.unpack_from(">f", _buf, _take(4))[0]
         if ai == 27:
@@ -381,7 +315,9 @@ def _item(depth):
     if (t == 2 or t == 3) and type(v) is bytes:
         n = int.from_bytes(v, "big")
         return n if t == 2 else -1 - n
-    return Tag(t, v)
+    import cbor_ext
+
+    return cbor_ext.Tag(t, v)
 
 
 def loads(data):
