@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from fleetlet.hardware.quantity import parse_bytes, parse_cpu_millis
 
 from .devices import DeviceState, DeviceTable, Refusal
+from .informer import slim_object
 from .localstore import LocalStore, StoredDoc
 from .report_status import delivery_failed_fields, device_conditions, workload_fields
 from .status_sync import StatusSync, now_rfc3339, object_key
@@ -54,7 +55,8 @@ class DocView:
 
 
 class _Wl:
-    """What the provider remembers of one bound Workload."""
+    """What the provider remembers of one bound Workload: the whole object only while it may be
+    translated again (it reads Secrets or ConfigMaps), else its identity and status."""
 
     __slots__ = ("device", "generation", "has_refs", "key", "obj", "runtime")
 
@@ -156,6 +158,7 @@ class CoapDeviceProvider:
         return None
 
     async def list_workloads(self) -> list[Obj]:
+        """The bound workloads: metadata and status (and the spec of those that use references)."""
         return [info.obj for info in self._wls.values()]
 
     async def _apply(self, workload: Obj, *, force: bool) -> None:
@@ -172,28 +175,35 @@ class CoapDeviceProvider:
             if old is not None:
                 info.has_refs = old.has_refs
             self._wls[uid] = info
-            current = self._entries.get(device, {}).get(uid)
-            if not force and old is not None and old.generation == info.generation and current is not None:
-                return  # a status or metadata change: the device's entry is the same
             try:
-                translated = await translate_workload(workload, self.resolver)
-            except TranslateError as e:
-                log.warning("workload %s cannot be delivered: %s", info.key, e.message)
-                current_status = {**(workload.get("status") or {}), **self.status.last_known(info.key)}
-                self.status.update(info.key, delivery_failed_fields(current_status, e.reason, e.message))
-                return  # the device keeps what it had
-            except Exception as e:
-                if current is None:
-                    log.warning(
-                        "workload %s: reading its references failed (%s); retrying later", info.key, e
-                    )
-                info.has_refs = True  # retried by refresh_refs
-                return
-            info.has_refs = bool(translated.refs)
-            await self.store.put_blobs(translated.blobs)
-            self._entries.setdefault(device, {})[uid] = translated.entry
-            if self.live:
-                await self._rebuild(device)
+                await self._translate(info, workload, uid, device, old, force=force)
+            finally:
+                if not info.has_refs:  # only refresh_refs translates it again from info.obj
+                    info.obj = slim_object(workload)
+
+    async def _translate(
+        self, info: _Wl, workload: Obj, uid: str, device: str, old: _Wl | None, *, force: bool
+    ) -> None:
+        current = self._entries.get(device, {}).get(uid)
+        if not force and old is not None and old.generation == info.generation and current is not None:
+            return  # a status or metadata change: the device's entry is the same
+        try:
+            translated = await translate_workload(workload, self.resolver)
+        except TranslateError as e:
+            log.warning("workload %s cannot be delivered: %s", info.key, e.message)
+            current_status = {**(workload.get("status") or {}), **self.status.last_known(info.key)}
+            self.status.update(info.key, delivery_failed_fields(current_status, e.reason, e.message))
+            return  # the device keeps what it had
+        except Exception as e:
+            if current is None:
+                log.warning("workload %s: reading its references failed (%s); retrying later", info.key, e)
+            info.has_refs = True  # retried by refresh_refs
+            return
+        info.has_refs = bool(translated.refs)
+        await self.store.put_blobs(translated.blobs)
+        self._entries.setdefault(device, {})[uid] = translated.entry
+        if self.live:
+            await self._rebuild(device)
 
     async def refresh_refs(self) -> None:
         """Re-read the Secrets and ConfigMaps workloads use (the gateway may only get, not watch)."""

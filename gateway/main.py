@@ -66,8 +66,7 @@ async def _every(seconds: float, fn: Any) -> None:
 
 
 async def run_gateway(cfg: GatewayConfig, *, ready: asyncio.Event | None = None) -> None:
-    from fleetlet.server.client import ApiClient
-
+    from .apiclient import ApiClient
     from .coap_provider import CoapDeviceProvider
     from .coap_server import GatewaySite, start_server
     from .devices import DeviceTable

@@ -15,17 +15,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any, Protocol
 from urllib.parse import quote
 
-import aiohttp
+from fleetlet.server.client.errors import ApiError
 
+from .apiclient import ApiClient
 from .logbuffer import PER_WORKLOAD, Line, LogBuffer
 from .wire import LogBatch, WireError
-
-if TYPE_CHECKING:
-    from fleetlet.server.client import ApiClient
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +34,26 @@ DEVICE_TIMEOUT = 4.0  # the API waits 10 s for the whole answer
 AGENT_MAX_TAIL = 1000  # the agent's own cap
 
 
+class Api(Protocol):
+    """What the tunnel needs of an API client: the gateway's (gateway/apiclient.py) or fleetlet's."""
+
+    server: str
+    token: str | None
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - the clients' per-request deadline
+    ) -> Any: ...
+
+
 class LogTunnel:
     def __init__(
         self,
-        api: ApiClient,
+        api: Api,
         name: str,
         buffer: LogBuffer,
         *,
@@ -49,6 +63,8 @@ class LogTunnel:
         device_timeout: float = DEVICE_TIMEOUT,
     ) -> None:
         self.api = api
+        # The stream is read with the gateway's own client (whichever client answers).
+        self._streams = api if isinstance(api, ApiClient) else ApiClient(api.server, api.token, timeout=15.0)
         self.name = name
         self.buffer = buffer
         self.peers = peers if peers is not None else {}  # device -> "host:port" it last spoke from
@@ -65,27 +81,26 @@ class LogTunnel:
         return f"/api/v1/gateways/{quote(self.name, safe='')}/tunnel"
 
     async def run(self) -> None:
-        headers = {"User-Agent": "fleetlet-gateway/0.1"}
-        if self.api.token:
-            headers["Authorization"] = f"Bearer {self.api.token}"
-        async with aiohttp.ClientSession(headers=headers) as session:
-            try:
-                await self._loop(session)
-            finally:
-                for task in list(self._tasks):
-                    task.cancel()
+        try:
+            await self._loop()
+        finally:
+            for task in list(self._tasks):
+                task.cancel()
+            if self._streams is not self.api:
+                await self._streams.close()
 
-    async def _loop(self, session: aiohttp.ClientSession) -> None:
+    async def _loop(self) -> None:
         delay = self.backoff[0]
         last_error = ""
         while True:
             try:
-                await self._serve(session)
+                async with self._streams.stream(self.path, read_timeout=READ_TIMEOUT) as lines:
+                    await self._serve(lines)
                 error = "the API server ended the tunnel"
             except asyncio.CancelledError:
                 raise
-            except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as e:
-                error = f"{type(e).__name__}: {e}"
+            except (ApiError, OSError, TimeoutError, ValueError) as e:
+                error = str(e) if isinstance(e, ApiError) else f"{type(e).__name__}: {e}"
             except Exception as e:  # never take the gateway down over its log tunnel
                 log.exception("log tunnel failed")
                 error = f"{type(e).__name__}: {e}"
@@ -98,37 +113,28 @@ class LogTunnel:
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.backoff[1])
 
-    async def _serve(self, session: aiohttp.ClientSession) -> None:
+    async def _serve(self, lines: AsyncIterator[bytes]) -> None:
         self._was_up = False
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10.0, sock_read=READ_TIMEOUT)
-        async with session.get(self.api.server + self.path, timeout=timeout) as resp:
-            if resp.status != 200:
-                text = (await resp.read()).decode(errors="replace")
-                try:
-                    text = str(json.loads(text).get("message") or text)
-                except (ValueError, AttributeError):
-                    pass
-                raise ValueError(f"{resp.status}: {text[:300]}")
-            async for raw in resp.content:
-                if not raw.strip():
-                    continue
-                try:
-                    msg = json.loads(raw)
-                except ValueError:
-                    log.warning("log tunnel: malformed line %r", raw[:100])
-                    continue
-                if not isinstance(msg, dict):
-                    continue
-                op = msg.get("op")
-                if op == "hello":
-                    if not self._was_up:
-                        log.info("log tunnel open to %s", self.api.server)
-                    self._was_up = True
-                    self.connected.set()
-                elif op == "ping":
-                    pass
-                elif isinstance(msg.get("id"), str):
-                    self._dispatch(msg)
+        async for raw in lines:
+            if not raw.strip():
+                continue
+            try:
+                msg = json.loads(raw)
+            except ValueError:
+                log.warning("log tunnel: malformed line %r", raw[:100])
+                continue
+            if not isinstance(msg, dict):
+                continue
+            op = msg.get("op")
+            if op == "hello":
+                if not self._was_up:
+                    log.info("log tunnel open to %s", self.api.server)
+                self._was_up = True
+                self.connected.set()
+            elif op == "ping":
+                pass
+            elif isinstance(msg.get("id"), str):
+                self._dispatch(msg)
 
     def _dispatch(self, msg: Obj) -> None:
         if len(self._tasks) >= MAX_INFLIGHT:

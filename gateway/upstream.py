@@ -23,9 +23,9 @@ from .report_status import set_condition
 from .status_sync import StatusSync, now_rfc3339, object_key
 
 if TYPE_CHECKING:
-    from fleetlet.server.client import ApiClient, Informer
-
+    from .apiclient import ApiClient
     from .coap_provider import CoapDeviceProvider
+    from .informer import Informer
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ VERSION = "fleetlet-gateway/0.1"
 
 
 def _is_connection_failure(exc: BaseException) -> bool:
-    from fleetlet.server.client import ConnectionFailed
+    from fleetlet.server.client.errors import ConnectionFailed
 
     return isinstance(exc, ConnectionFailed)
 
@@ -97,7 +97,7 @@ class Upstream:
         return await self._get_or_none("configmaps", namespace, name)
 
     async def _get_or_none(self, plural: str, namespace: str, name: str) -> Obj | None:
-        from fleetlet.server.client import ApiError
+        from fleetlet.server.client.errors import ApiError
 
         try:
             return await self.api.get(plural, name, namespace)
@@ -152,7 +152,7 @@ class Upstream:
     # ---- Gateway object and Lease --------------------------------------------------------
 
     async def ensure_gateway(self) -> None:
-        from fleetlet.server.client import ApiError
+        from fleetlet.server.client.errors import ApiError
 
         try:
             gw = await self.api.get("gateways", self.name)
@@ -179,7 +179,7 @@ class Upstream:
         self.node_changed()
 
     async def renew_lease(self) -> None:
-        from fleetlet.server.client import ApiError
+        from fleetlet.server.client.errors import ApiError
 
         stamp = now_rfc3339()
         try:
@@ -254,7 +254,7 @@ class Upstream:
     # ---- informers -----------------------------------------------------------------------
 
     def attach(self, provider: CoapDeviceProvider, status: StatusSync) -> None:
-        from fleetlet.server.client import Informer
+        from .informer import Informer, slim_object
 
         self.provider = provider
         self.status = status
@@ -266,6 +266,7 @@ class Upstream:
             on_add=provider.upsert_device,
             on_update=lambda old, new: provider.upsert_device(new),
             on_delete=provider.delete_device,
+            slim=slim_object,
         )
         self.workloads = Informer(
             self.api,
@@ -274,6 +275,7 @@ class Upstream:
             on_add=provider.create_workload,
             on_update=lambda old, new: provider.update_workload(new),
             on_delete=provider.delete_workload,
+            slim=slim_object,
         )
 
     async def run(self) -> None:
