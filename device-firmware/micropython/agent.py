@@ -80,8 +80,8 @@ class Agent:
         self.good_after = g("goodAfter", 30)
         self.interval = g("reportInterval", g("report_interval", 30))
         self.wdt = wdt
-        self.ev_report = asyncio.Event()
-        self.ev_desired = asyncio.Event()
+        self.ev_report = [None, False]  # coap.doze() and coap.rouse(): cheaper than asyncio.Event
+        self.ev_desired = [None, False]
         self.st = {}
         self.doc = None  # the newest desired document not applied yet
         self.etag = None
@@ -103,7 +103,7 @@ class Agent:
         return self.up_ms // 1000
 
     def _changed(self):
-        self.ev_report.set()
+        coap.rouse(self.ev_report)
 
     def _err(self, msg):
         print("fleetlet:", msg)
@@ -186,11 +186,7 @@ class Agent:
 
     async def _report_loop(self):
         while True:
-            try:
-                await asyncio.wait_for_ms(self.ev_report.wait(), self.interval * 1000)
-            except asyncio.TimeoutError:
-                pass
-            self.ev_report.clear()
+            await coap.doze(self.ev_report, self.interval * 1000)
             await asyncio.sleep_ms(100)  # let a burst of changes settle into one report
             if not self.registered:
                 continue
@@ -199,7 +195,7 @@ class Agent:
                                            content_format=_CBOR_CF)
                 if _gone(r.code):
                     self.rereg = True
-                    self.ev_desired.set()
+                    coap.rouse(self.ev_desired)
             except (coap.CoapError, MemoryError):
                 pass  # a report is sent again soon; a full heap may be transient
             gc.collect()
@@ -249,7 +245,7 @@ class Agent:
                 self.doc, self.etag = m.payload, m.etag
         elif _gone(m.code):
             self.rereg = True
-        self.ev_desired.set()
+        coap.rouse(self.ev_desired)
 
     def _expired(self):
         return self.rereg or ticks_diff(ticks_ms(), self.due) >= 0
@@ -271,11 +267,7 @@ class Agent:
                 await self._apply()
                 if obs is not None and not obs.active:
                     break  # the gateway ended the observation with an error
-                try:
-                    await asyncio.wait_for_ms(self.ev_desired.wait(), (poll if sleepy else 5) * 1000)
-                except asyncio.TimeoutError:
-                    pass
-                self.ev_desired.clear()
+                await coap.doze(self.ev_desired, (poll if sleepy else 5) * 1000)
             if obs is not None:
                 await obs.cancel(False)
 
@@ -354,7 +346,7 @@ class Agent:
                 buf = None
                 if _gone(r.code):
                     self.rereg = True
-                    self.ev_desired.set()
+                    coap.rouse(self.ev_desired)
                     break
                 app.sent(upto, dropped)  # taken, or refused for good (4.00, 4.13): not resent
 

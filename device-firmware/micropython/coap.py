@@ -277,6 +277,37 @@ def split_uri(path, query=None):
     return opts
 
 
+# --- waiting ------------------------------------------------------------------------------
+# An asyncio.Event waited on with asyncio.wait_for_ms costs about 0.8 KB per waiting task on
+# the 64-bit port (wait_for runs the awaitable in a task of its own); these two cost nothing
+# but the list ev = [the task dozing on it or None, set?].
+async def doze(ev, ms):
+    """Wait until rouse(ev) or for ms; -> whether ev was set. Clears it, like Event.clear()."""
+    if not ev[1]:
+        ev[0] = asyncio.current_task()
+        try:
+            await asyncio.sleep_ms(ms)
+        finally:
+            ev[0] = None
+    was = ev[1]
+    ev[1] = False
+    return was
+
+
+def rouse(ev):
+    """Set ev, like Event.set(): the task dozing on it runs now. That task sleeps in
+    asyncio.sleep_ms, so it is on the run queue for later: brought forward the way
+    Task.cancel() brings a sleeping task forward (remove, push for now)."""
+    ev[1] = True
+    t = ev[0]
+    if t is not None:
+        ev[0] = None
+        q = asyncio.core._task_queue  # type: ignore[attr-defined]
+        q.remove(t)
+        q.push(t)
+
+
+# --- client -------------------------------------------------------------------------------
 # --- client -------------------------------------------------------------------------------
 class _Exchange:
     def __init__(self, mid, token, obs):
@@ -286,7 +317,7 @@ class _Exchange:
         self.acked = False
         self.rst = False
         self.resp = None
-        self.ev = asyncio.Event()
+        self.ev = [None, False]  # see doze()
 
 
 class Observation:
@@ -461,7 +492,7 @@ class Client:
             else:
                 self.bad += 1
                 return
-            ex.ev.set()
+            rouse(ex.ev)
             return
         # CON or NON: we are only a client, so this must be a (separate) response or notification
         if m.code < 64 or m.code >= 192:
@@ -480,7 +511,7 @@ class Client:
         ex = self._find(token=m.token)
         if ex is not None and ex.resp is None:
             self._resolve(ex, m)
-            ex.ev.set()
+            rouse(ex.ev)
         else:
             for o in self._obs:
                 if o.token == m.token and o.active:
@@ -492,14 +523,6 @@ class Client:
         self._seen_i = (self._seen_i + 1) & 7
         if t == CON or reply == _RST:
             self._reply(reply, m.mid)
-
-    async def _wait(self, ev, seconds):
-        ev.clear()
-        try:
-            await asyncio.wait_for_ms(ev.wait(), int(seconds * 1000))
-            return True
-        except asyncio.TimeoutError:
-            return False
 
     async def _exchange(self, buf, mid, token, confirmable, obs=None):
         ex = _Exchange(mid, token, obs)
@@ -513,7 +536,7 @@ class Client:
                 if ex.rst:
                     raise CoapReset()
                 if confirmable and not ex.acked:
-                    if await self._wait(ex.ev, timeout) or ex.resp or ex.acked or ex.rst:
+                    if await doze(ex.ev, int(timeout * 1000)) or ex.resp or ex.acked or ex.rst:
                         continue
                     if tries >= self.max_retransmit:
                         raise CoapTimeout()
@@ -521,7 +544,7 @@ class Client:
                     timeout *= 2  # exponential backoff
                     self.retx += 1
                     self._send(buf)
-                elif not await self._wait(ex.ev, self.response_timeout) and ex.resp is None:
+                elif not await doze(ex.ev, int(self.response_timeout * 1000)) and ex.resp is None:
                     raise CoapTimeout()  # NON lost, or the separate response never came
             return ex.resp
         finally:
