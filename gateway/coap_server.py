@@ -357,7 +357,10 @@ class GatewaySite:
 
 
 async def start_server(site: GatewaySite, host: str, port: int) -> Any:
-    """Bind the CoAP server; answers the aiocoap Context (``await ctx.shutdown()`` to stop)."""
+    """Bind the CoAP server; answers the aiocoap Context (``await ctx.shutdown()`` to stop).
+
+    UDP only, as the wire protocol says: aiocoap's default transports would also listen for
+    CoAP over TCP (RFC 8323) on the same port and load its TCP/TLS modules, for nobody."""
     import aiocoap
 
-    return await aiocoap.Context.create_server_context(site.site, bind=(host, port))
+    return await aiocoap.Context.create_server_context(site.site, bind=(host, port), transports=["udp6"])

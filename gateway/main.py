@@ -4,16 +4,22 @@
 
 The CoAP side starts first, from the local store, so devices are served even when the API
 server is down; the upstream connects (and reconnects) on its own.
+
+This module imports asyncio only inside its functions: :func:`main` decides first whether the
+process needs the ``ssl`` module at all (see :func:`_block_ssl_unless_needed`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import asyncio
 
 log = logging.getLogger("fleetlet.gateway")
 
@@ -52,7 +58,22 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host or "127.0.0.1", number
 
 
+def _block_ssl_unless_needed(server: str) -> bool:
+    """Keep the ``ssl`` module (~4.5 MB of RSS: asyncio imports it, and with it OpenSSL) out of a
+    gateway whose API server is plain ``http://``: nothing else in the lean gateway process uses
+    TLS (CoAP is plain UDP until OSCORE, which does not use ssl either). asyncio copes with a
+    missing ssl module. Must run before asyncio is imported; answers whether ssl is blocked.
+    An ``https://`` server keeps ssl, and gateway/apiclient.py verifies the server with it."""
+    scheme = server.strip().partition("://")[0].lower() if "://" in server else "http"
+    if scheme == "https" or "asyncio" in sys.modules or sys.modules.get("ssl") is not None:
+        return False
+    sys.modules["ssl"] = None  # type: ignore[assignment]  # `import ssl` raises ImportError
+    return True
+
+
 async def _every(seconds: float, fn: Any) -> None:
+    import asyncio
+
     while True:
         await asyncio.sleep(seconds)
         try:
@@ -66,6 +87,8 @@ async def _every(seconds: float, fn: Any) -> None:
 
 
 async def run_gateway(cfg: GatewayConfig, *, ready: asyncio.Event | None = None) -> None:
+    import asyncio
+
     from .apiclient import ApiClient
     from .coap_provider import CoapDeviceProvider
     from .coap_server import GatewaySite, start_server
@@ -141,7 +164,6 @@ def main(argv: list[str] | None = None) -> None:
     """``python -m fleetlet.gateway.main --name GW --server URL --token T ...``: the gateway without
     the CLI stack (click, rich), so the process stays small (`fleetlet up`, bench/rollout.py)."""
     import argparse
-    import signal
 
     p = argparse.ArgumentParser(prog="fleetlet-gateway")
     p.add_argument("--name", required=True)
@@ -154,6 +176,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--lease-interval", type=float, default=10.0)
     p.add_argument("--log-level", default="info")
     a = p.parse_args(argv)
+    _block_ssl_unless_needed(a.server)
+    import asyncio
+    import signal
+
     cfg = GatewayConfig(
         name=a.name,
         server=a.server,

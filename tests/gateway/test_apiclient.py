@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import shutil
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,7 +24,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 @contextlib.asynccontextmanager
 async def serve(
-    routes: list[tuple[str, str, Handler]], release: asyncio.Event | None = None
+    routes: list[tuple[str, str, Handler]], release: asyncio.Event | None = None, ssl_context: Any = None
 ) -> AsyncIterator[str]:
     """An aiohttp server on a free port; ``release`` is set before it stops (for handlers that hang)."""
     app = web.Application()
@@ -30,11 +32,11 @@ async def serve(
         app.router.add_route(method, path, handler)
     runner = web.AppRunner(app)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"{'https' if ssl_context else 'http'}://127.0.0.1:{port}"
     finally:
         if release is not None:
             release.set()
@@ -284,12 +286,76 @@ async def test_informer_keeps_slim_objects_and_relists() -> None:
             await api.close()
 
 
-def test_the_gateway_does_not_import_aiohttp() -> None:
+def test_the_gateway_imports_neither_aiohttp_nor_ssl_for_an_http_server() -> None:
     code = (
         "import sys\n"
-        "from fleetlet.gateway import apiclient, coap_provider, coap_server, informer, main\n"
-        "from fleetlet.gateway import tunnel, upstream\n"
-        "print(sorted(m for m in ('aiohttp', 'yarl', 'multidict') if m in sys.modules))\n"
+        "from fleetlet.gateway.main import _block_ssl_unless_needed\n"
+        "blocked = _block_ssl_unless_needed(sys.argv[1])\n"
+        "import asyncio\n"
+        "from fleetlet.gateway import apiclient, coap_provider, coap_server, informer, tunnel, upstream\n"
+        "print(blocked, sorted(m for m in ('aiohttp', 'ssl', 'yarl') if sys.modules.get(m) is not None))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
-    assert out.stdout.strip() == "[]"
+    for url, want in (
+        ("http://127.0.0.1:8080", "True []"),
+        ("127.0.0.1:8080", "True []"),
+        ("https://h:1", "False ['ssl']"),
+    ):
+        out = subprocess.run(
+            [sys.executable, "-c", code, url], capture_output=True, text=True, timeout=60, check=True
+        )
+        assert out.stdout.strip() == want, url
+
+
+@pytest.fixture
+def self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("no openssl command to make a certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return cert, key
+
+
+async def test_https_server_is_verified(
+    self_signed: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ssl
+
+    cert, key = self_signed
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+
+    async def gateway(request: web.Request) -> web.Response:
+        return web.json_response({"metadata": {"name": request.match_info["name"]}})
+
+    async with serve([("GET", "/api/v1/gateways/{name}", gateway)], ssl_context=server_ctx) as url:
+        assert url.startswith("https://")
+        api = ApiClient(url, "t", timeout=10)
+        with pytest.raises(ConnectionFailed) as e:  # not signed by a trusted CA
+            await api.get("gateways", "gw1")
+        assert "certificate" in e.value.detail.lower()
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # now it is
+        assert (await api.get("gateways", "gw1"))["metadata"]["name"] == "gw1"
+        await api.close()
