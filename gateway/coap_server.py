@@ -356,11 +356,35 @@ class GatewaySite:
         self.site.add_resource(["b"], BlobResource(backend))
 
 
+# Duplicate detection (RFC 7252 4.5). aiocoap keeps every request's response, with the request,
+# for EXCHANGE_LIFETIME = MAX_TRANSMIT_SPAN + 2 * MAX_LATENCY + PROCESSING_DELAY: 247 s with the
+# RFC's MAX_LATENCY of 100 s, "the maximum time a datagram is expected to take" on any network.
+# That is ~2.6 KB per request: with 1,000 devices reporting and polling every 30 s, ~16 requests
+# per device are remembered, ~43 MB. A device's last retransmission leaves at MAX_TRANSMIT_SPAN
+# (45 s); on the site network a datagram takes milliseconds, not 100 s, so 5 s of latency still
+# covers every retransmission with a wide margin: 57 s, and ~4 remembered requests per device.
+# A copy arriving even later is processed again, which RFC 7252 4.5 allows for requests handled
+# idempotently: every gateway resource is (a repeated log batch may show its lines twice).
+MAX_LATENCY = 5.0
+
+
+def tune_deduplication(max_latency: float = MAX_LATENCY) -> float:
+    """Set aiocoap's MAX_LATENCY (a documented TransportTuning parameter). The messages aiocoap
+    decodes from the network take the default TransportTuning, so the class default is the only
+    place to set it: it applies to the whole process. Answers the resulting EXCHANGE_LIFETIME."""
+    from aiocoap.numbers.constants import TransportTuning
+
+    TransportTuning.MAX_LATENCY = max_latency
+    return float(TransportTuning().EXCHANGE_LIFETIME)
+
+
 async def start_server(site: GatewaySite, host: str, port: int) -> Any:
     """Bind the CoAP server; answers the aiocoap Context (``await ctx.shutdown()`` to stop).
 
     UDP only, as the wire protocol says: aiocoap's default transports would also listen for
-    CoAP over TCP (RFC 8323) on the same port and load its TCP/TLS modules, for nobody."""
+    CoAP over TCP (RFC 8323) on the same port and load its TCP/TLS modules, for nobody.
+    Duplicate detection lasts :func:`tune_deduplication`'s EXCHANGE_LIFETIME (57 s)."""
     import aiocoap
 
+    tune_deduplication()
     return await aiocoap.Context.create_server_context(site.site, bind=(host, port), transports=["udp6"])

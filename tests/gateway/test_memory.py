@@ -3,13 +3,19 @@ devices in <= 40 MB): what each cache holds, not timings."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from pathlib import Path
 from typing import Any
 
-from fleetlet.gateway.coap_provider import CoapDeviceProvider
+from fleetlet.gateway.coap_provider import CoapDeviceProvider, DocView
+from fleetlet.gateway.coap_server import GatewaySite, start_server, tune_deduplication
+from fleetlet.gateway.devices import DeviceState
 from fleetlet.gateway.localstore import LocalStore
 from fleetlet.gateway.status_sync import StatusSync
+from fleetlet.gateway.wire import Report
 
+from tests.fixtures import free_udp_port
 from tests.gateway.test_units import Refs, Writer
 
 
@@ -65,3 +71,82 @@ async def test_provider_keeps_whole_workloads_only_when_they_read_references(tmp
         assert p.desired("d1").gen == 1
     finally:
         await store.close()
+
+
+class CountingBackend:
+    """The CoAP resources' backend with one registered device; counts what reaches it."""
+
+    def __init__(self) -> None:
+        self.device = DeviceState("dev1", "0" * 64)
+        self.device.host = "127.0.0.1"
+        self.reports = 0
+
+    async def register(self, ep: str, hello: Any, host: str) -> Any:
+        raise AssertionError("not used")
+
+    def authorize(self, ep: str, host: str) -> Any:
+        return self.device
+
+    def desired(self, ep: str) -> DocView:
+        return DocView(0, b"e", b"")
+
+    def touch(self, d: DeviceState) -> None:
+        pass
+
+    async def blob(self, sha256: bytes) -> bytes | None:
+        return None
+
+    def report(self, d: DeviceState, report: Report) -> None:
+        self.reports += 1
+
+    def logs(self, d: DeviceState, batch: Any) -> None:
+        pass
+
+
+def con_post(mid: int, path: tuple[str, ...], payload: bytes) -> bytes:
+    """A confirmable CoAP POST (RFC 7252 framing) with a 2-byte token and Uri-Path options."""
+    out = bytearray((0x42, 0x02, mid >> 8, mid & 0xFF, 0xA1, 0xB2))
+    last = 0
+    for seg in path:
+        data = seg.encode()
+        assert len(data) < 13
+        out.append(((11 - last) << 4) | len(data))
+        out += data
+        last = 11
+    return bytes(out + b"\xff" + payload)
+
+
+class Peer(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.got: asyncio.Queue[bytes] = asyncio.Queue()
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.got.put_nowait(data)
+
+
+async def test_duplicates_are_answered_from_the_cache_within_the_shorter_window() -> None:
+    lifetime = tune_deduplication()
+    assert 45 < lifetime < 60  # covers a device's last retransmission (45 s), not 247 s
+    backend = CountingBackend()
+    port = free_udp_port()
+    ctx = await start_server(GatewaySite(backend), "127.0.0.1", port)
+    try:
+        loop = asyncio.get_running_loop()
+        transport, peer = await loop.create_datagram_endpoint(Peer, remote_addr=("127.0.0.1", port))
+        try:
+            report = con_post(0x1234, ("d", "dev1", "report"), Report(gen=1).to_cbor())
+            answers = []
+            for _ in range(3):  # the first copy and two retransmissions
+                transport.sendto(report)
+                answers.append(await asyncio.wait_for(peer.got.get(), 10))
+            assert answers[0][1] == 0x44 and answers[0][2:4] == b"\x12\x34"  # 2.04, piggybacked
+            assert answers[1] == answers[0] == answers[2]
+            assert backend.reports == 1  # processed once
+            transport.sendto(con_post(0x1235, ("d", "dev1", "report"), Report(gen=2).to_cbor()))
+            await asyncio.wait_for(peer.got.get(), 10)
+            assert backend.reports == 2  # a new message ID is a new request
+        finally:
+            transport.close()
+    finally:
+        with contextlib.suppress(Exception):
+            await ctx.shutdown()
