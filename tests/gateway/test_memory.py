@@ -150,3 +150,17 @@ async def test_duplicates_are_answered_from_the_cache_within_the_shorter_window(
     finally:
         with contextlib.suppress(Exception):
             await ctx.shutdown()
+
+
+async def test_store_uses_one_thread_and_a_small_page_cache(tmp_path: Path) -> None:
+    import threading
+
+    store = await LocalStore.open(tmp_path / "g.db")
+    try:
+        assert await store._run(lambda: store._conn.execute("PRAGMA cache_size").fetchone()[0]) == -512
+        threads = await asyncio.gather(*(store._run(threading.get_ident) for _ in range(20)))
+        assert len(set(threads)) == 1 and threads[0] != threading.get_ident()
+        await asyncio.gather(*(store.put_device(f"d{i}", "0" * 64) for i in range(50)))
+        assert len(await store.load_devices()) == 50
+    finally:
+        await store.close()
