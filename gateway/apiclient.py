@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import json
 import logging
 import socket
 import time
@@ -28,7 +29,6 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
-from fleetlet.server import jsoncodec
 from fleetlet.server.client.config import normalize_server
 from fleetlet.server.client.errors import REASONS, ApiError, ConnectionFailed
 from fleetlet.server.client.resources import REGISTRY, ResourceType
@@ -266,7 +266,7 @@ class ApiClient:
         data: bytes | None = None
         extra = ""
         if body is not None:
-            data = body if isinstance(body, bytes) else jsoncodec.dumpb(body)
+            data = body if isinstance(body, bytes) else _dumpb(body)
             extra = f"Content-Type: {content_type}\r\nContent-Length: {len(data)}\r\n"
         elif method in ("POST", "PUT", "PATCH"):
             extra = "Content-Length: 0\r\n"
@@ -524,6 +524,12 @@ class ApiClient:
         return result
 
 
+def _dumpb(obj: Any) -> bytes:
+    # The stdlib's json, not orjson (fleetlet.server.jsoncodec): the gateway's API traffic is
+    # small, and orjson would be another ~1 MB of RSS in the process.
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+
 def _params(**kwargs: str | None) -> dict[str, str]:
     return {k: v for k, v in kwargs.items() if v is not None and v != ""}
 
@@ -532,7 +538,7 @@ def _decode(raw: bytes, content_type: str) -> Any:
     if not raw:
         return {}
     try:
-        return jsoncodec.loads(raw)
+        return json.loads(raw)
     except ValueError:
         if "json" in content_type:
             raise ApiError(500, "InternalError", "the server sent malformed JSON") from None
@@ -541,7 +547,7 @@ def _decode(raw: bytes, content_type: str) -> Any:
 
 def _error_from_response(status: int, raw: bytes) -> ApiError:
     try:
-        doc = jsoncodec.loads(raw) if raw else None
+        doc = json.loads(raw) if raw else None
     except ValueError:
         doc = None
     if isinstance(doc, dict) and doc.get("kind") == "Status":
@@ -557,7 +563,7 @@ def _parse_event(line: bytes) -> WatchEvent | None:
     if not line:
         return None
     try:
-        doc = jsoncodec.loads(line)
+        doc = json.loads(line)
     except ValueError:
         raise ApiError(500, "InternalError", "malformed watch event from the server") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("object"), dict):
