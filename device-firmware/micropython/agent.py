@@ -9,10 +9,13 @@
 # never got that far, switch back to the last good version and flag it in the report.
 # _log_loop POSTs the apps' pending log lines (supervisor.py keeps them) every few seconds.
 #
-# RAM: msg.py (hello, registered, desired) is imported only around a registration or a new
-# desired document, applier.py only while applying; both are dropped from sys.modules
-# afterwards. Neither keeps module-level names beyond a few functions (their wire numbers
-# are private constants), so importing them again needs no large contiguous block.
+# RAM: what runs rarely is imported when needed and dropped from sys.modules afterwards:
+# sysinfo.py and msg.py (hello, registered) around a registration, msg.py for a new desired
+# document, applier.py (with store.py) while applying, versions.py (with store.py: the
+# transitions of state.json) to count a boot, switch, promote or roll back, and cbor_ext.py
+# (the CBOR decoder) after reading a message. None keeps module-level names beyond a few
+# functions (wire numbers are private constants), so importing one again needs no large
+# contiguous block.
 
 import asyncio
 import gc
@@ -20,27 +23,93 @@ import sys
 from micropython import const
 from time import ticks_add, ticks_diff, ticks_ms
 
+import cbor
 import coap
 import net
-import report
-from store import Store
 from supervisor import Supervisor
 
 VERSION = "0.1.0"
 _CBOR_CF = const(60)
 _CREATED = const(0x41)
-_ARCHS = ("", "x86", "x64", "armv6", "armv6m", "armv7m", "armv7em", "armv7emsp", "armv7emdp",
-          "xtensa", "xtensawin", "rv32imc", "rv64imc")
+# wire.py's numbers for the report (a test checks they match): private, so they are folded
+_V = const(0)
+_VERSION = const(1)
+_REPORT_GEN = const(1)
+_REPORT_WORKLOADS = const(2)
+_REPORT_HEAP_FREE = const(3)
+_REPORT_UPTIME = const(4)
+_REPORT_METRICS = const(5)
+_REPORT_ERROR = const(6)
+_WS_UID = const(1)
+_WS_GENERATION = const(2)
+_WS_STATE = const(3)
+_WS_RESTARTS = const(4)
+_WS_EXIT_CODE = const(5)
+_WS_MESSAGE = const(6)
+_WS_ROLLED_BACK = const(7)
+_STATE_FETCHING = const(1)
+_STATE_FAILED = const(5)
+
+_out = bytearray(160)  # the report, rebuilt in place every time
+
+
+def _status(uid, generation, state, restarts=0, exit_code=None, message=None, rolled_back=False):
+    # one workload-status; defaults are omitted, as the CDDL asks
+    s = {_WS_UID: uid, _WS_GENERATION: generation, _WS_STATE: state}
+    if restarts:
+        s[_WS_RESTARTS] = restarts
+    if exit_code is not None:
+        s[_WS_EXIT_CODE] = exit_code
+    if message is not None:
+        s[_WS_MESSAGE] = message
+    if rolled_back:
+        s[_WS_ROLLED_BACK] = True
+    return s
+
+
+def _report(agent):
+    # CBOR report (schemas/wire/report.cddl) of `agent`: applied gen, per-app state, heap,
+    # uptime, metrics, error; built into one reused buffer
+    rb = agent.st.get("rb") or ()  # [uid, generation, why] of what was rolled back
+    ws = []
+    uids = []
+    for app in agent.sup.apps:
+        uids.append(app.uid)
+        r = None
+        for x in rb:
+            if x[0] == app.uid:
+                r = x
+        ws.append(_status(app.uid, app.gen, app.state, app.restarts, app.exit,
+                          r[2] if r else app.msg, r is not None))
+    for x in rb:
+        if x[0] not in uids:  # a new app that was rolled back: nothing runs in its place
+            ws.append(_status(x[0], x[1], _STATE_FAILED, 0, 1, x[2], True))
+    for uid, g, msg in agent.unsupported:
+        ws.append(_status(uid, g, _STATE_FAILED, message=msg))
+    for uid, g in agent.fetching:
+        ws.append(_status(uid, g, _STATE_FETCHING))
+    cur = agent.st.get("cur")
+    gc.collect()
+    m = {_V: _VERSION, _REPORT_GEN: cur["gen"] if cur else 0, _REPORT_HEAP_FREE: gc.mem_free(),
+         _REPORT_UPTIME: agent.up_ms // 1000}
+    if ws:
+        m[_REPORT_WORKLOADS] = ws
+    if agent.sup.metrics:
+        m[_REPORT_METRICS] = agent.sup.metrics
+    if agent.error is not None:
+        m[_REPORT_ERROR] = agent.error
+    return cbor.dumps(m, _out)
 
 
 def _gone(code):
     return code == 0x81 or code == 0x83 or code == 0x84  # 4.01, 4.03, 4.04: registration unknown
 
 
-def _drop(name):
-    # forget a lazily imported module: its RAM is given back at the next collection
-    if name in sys.modules:
-        del sys.modules[name]
+def _drop(*names):
+    # forget lazily imported modules: their RAM is given back at the next collection
+    for name in names:
+        if name in sys.modules:
+            del sys.modules[name]
 
 
 def _read_desired(doc):
@@ -49,23 +118,28 @@ def _read_desired(doc):
     try:
         return msg.read_desired(doc)
     finally:
-        _drop("msg")
+        _drop("msg", "cbor_ext")
 
 
-async def _prepare(client, store, gen, wls, on_fetch):
+async def _prepare(client, root, gen, wls, on_fetch):
     try:
         import applier
 
-        return await applier.prepare(client, store, gen, wls, on_fetch)
+        return await applier.prepare(client, root, gen, wls, on_fetch)
     finally:
-        _drop("applier")
+        _drop("applier")  # store.py stays for the switch that follows
 
 
-def arch():
+def _versions():
+    # versions.py (state.json transitions) when needed: Agent._done drops it again. None if
+    # the heap has no room for it now (the caller tries again later).
     try:
-        return _ARCHS[(sys.implementation._mpy >> 10) & 15] or "unknown"  # type: ignore[attr-defined]
-    except (AttributeError, IndexError):
-        return "unknown"
+        import versions
+
+        return versions
+    except MemoryError:
+        _drop("versions")
+        return None
 
 
 class Agent:
@@ -73,10 +147,9 @@ class Agent:
         g = cfg.get
         self.cfg = cfg
         self.name = g("device") or g("name")
-        self.store = Store(g("data", "data"))
-        self.sup = Supervisor(self.store, self._changed, g("backoff", 1), g("backoffMax", 60),
+        self.root = g("data", "data")
+        self.sup = Supervisor(self.root, self._changed, g("backoff", 1), g("backoffMax", 60),
                               g("crashLimit", 3), g("logLines", 20), g("logBytes", 1024))
-        self.sup.on_crash_loop = self._crash_loop
         self.good_after = g("goodAfter", 30)
         self.interval = g("reportInterval", g("report_interval", 30))
         self.wdt = wdt
@@ -92,16 +165,12 @@ class Agent:
         self.unsupported = []
         self.fetching = []
         self.error = None
-        self.loop_crash = None
         self.applying = False
         self.up_ms = 0
         self.client = coap.Client(net.UDPTransport(g("host", "127.0.0.1"), g("port", 5683)),
                                   ack_timeout=g("ackTimeout", 2.0), block_size=g("blockSize", 256))
 
     # ---- state ----------------------------------------------------------------------
-    def uptime(self):
-        return self.up_ms // 1000
-
     def _changed(self):
         coap.rouse(self.ev_report)
 
@@ -113,54 +182,17 @@ class Agent:
         s = self.st
         self.sup.sync(s.get("cur"), bool(s.get("trial")) and bool(s.get("good")))
 
-    def boot(self):
-        s = self.store.load()
-        s["boot"] = s.get("boot", 0) + 1
-        if s.get("trial"):
-            s["trial"] += 1
-            if s["trial"] > self.cfg.get("trialBoots", 3) + 1 and s.get("good"):
-                self._rollback(s, "did not run %ds in %d boots" % (self.good_after, s["trial"] - 1))
-        self.store.save(s)
-        self.store.gc(s)
-        self.st = s
-        cur = s.get("cur")
-        print("fleetlet: boot %d, gen %d%s" % (s["boot"], cur["gen"] if cur else 0,
-                                               ", on trial" if s.get("trial") else ""))
-        self._sync()
-
-    def _switch(self, rec):
-        s = self.st
-        good = s.get("good")
-        keys = [a["k"] for a in good["apps"]] if good else []
-        if all(a["k"] in keys for a in rec["apps"]) and good is not None:
-            s["good"], s["trial"] = rec, 0  # nothing new to prove
-        else:
-            s["trial"] = 1
-        s["cur"] = rec
-        s.pop("bad", None)
-        s.pop("rb", None)
-        self.store.save(s)  # the switch: old or new, never half
-        self._sync()
-        self.store.gc(s)
-        print("fleetlet: applied gen %d%s" % (rec["gen"], ", on trial" if s["trial"] else ""))
-
-    def _rollback(self, s, why):
-        bad, good = s["cur"], s["good"]
-        keys = [a["k"] for a in good["apps"]]
-        s["rb"] = [[a["u"], a["g"], "rolled back: " + why] for a in bad["apps"] if a["k"] not in keys]
-        s["bad"], s["cur"], s["trial"] = bad["gen"], good, 0
-        self._err("gen %d rolled back to %d: %s" % (bad["gen"], good["gen"], why))
-
-    def _gc(self):
-        if not self.applying:  # an apply's temporaries are not in the state yet
-            self.store.gc(self.st)
-
-    def _crash_loop(self, app, err):
-        self.loop_crash = (app, err)  # handled by _health_loop: not from inside the app's task
+    def _done(self):
+        # after a state.json transition: versions.py and store.py leave RAM again (store.py
+        # stays while an apply holds it: imported again meanwhile, it would load twice)
+        _drop("versions")
+        if not self.applying:
+            _drop("store")
 
     # ---- housekeeping ---------------------------------------------------------------
     async def _health_loop(self):
         t = ticks_ms()
+        sup = self.sup
         while True:
             await asyncio.sleep(1)
             now = ticks_ms()
@@ -169,20 +201,19 @@ class Agent:
             if self.wdt:
                 self.wdt.feed()
             s = self.st
-            if self.loop_crash and s.get("trial") and s.get("good"):
-                app, err = self.loop_crash
-                self._rollback(s, "%s crashed %d times: %s" % (app.name, app.crashes, err))
-                self.store.save(s)
-                self._sync()
-                self._gc()
-                self._changed()
-            elif s.get("trial") and s.get("cur") and self.sup.healthy(self.good_after):
-                s["good"], s["trial"] = s["cur"], 0
-                self.store.save(s)
-                self.sup.trial = False
-                self._gc()
-                print("fleetlet: gen %d is good" % s["cur"]["gen"])
-            self.loop_crash = None
+            if sup.crash_loop and s.get("trial") and s.get("good"):
+                v = _versions()
+                if v is None:
+                    continue  # the crash loop is still noted: next second
+                v.crash_rollback(self, *sup.crash_loop)
+                self._done()
+            elif s.get("trial") and s.get("cur") and sup.healthy(self.good_after):
+                v = _versions()
+                if v is not None:
+                    v.promote(self)
+                    self._done()
+            v = None
+            sup.crash_loop = None
 
     async def _report_loop(self):
         while True:
@@ -191,7 +222,7 @@ class Agent:
             if not self.registered:
                 continue
             try:
-                r = await self.client.post("/d/%s/report" % self.name, report.build(self),
+                r = await self.client.post("/d/%s/report" % self.name, _report(self),
                                            content_format=_CBOR_CF)
                 if _gone(r.code):
                     self.rereg = True
@@ -206,36 +237,37 @@ class Agent:
         delay = 1
         while True:
             self.registered = False
-            if await self._hello(c, g):
-                return
+            try:
+                import sysinfo
+
+                arch, flash = sysinfo.arch(), sysinfo.flash_free(self.root)
+                _drop("sysinfo")
+                sysinfo = None  # type: ignore[assignment]
+                gc.collect()
+                import msg
+
+                tok = g("token")
+                hello = msg.hello(g("board", sys.platform), VERSION, arch, ["micropython"],
+                                  gc.mem_free(), self.st["boot"], tok.encode() if tok else None,
+                                  gc.mem_free() + gc.mem_alloc(), flash)
+                r = await c.post("/rd?ep=" + self.name, hello, content_format=_CBOR_CF)
+                hello = None
+                if r.code == _CREATED:
+                    life = msg.read_registered(r.payload)[0]
+                    self.due = ticks_add(ticks_ms(), max(life * 800, 5000))
+                    self.registered = True
+                    self.rereg = False
+                    print("fleetlet: registered as %s" % self.name)
+                    self._changed()
+                    return
+                self._err("registration refused: %s" % r.code_str())
+            except (coap.CoapError, ValueError, MemoryError) as e:  # msg.WireError is a ValueError
+                self._err("registration: %r" % e)
+            finally:
+                _drop("msg", "cbor_ext")
+                msg = None  # type: ignore[assignment]  # not kept through the sleep
             await asyncio.sleep(delay)
             delay = min(delay * 2, 60)
-
-    async def _hello(self, c, g):
-        try:
-            gc.collect()
-            import msg
-
-            tok = g("token")
-            hello = msg.hello(g("board", sys.platform), VERSION, arch(), ["micropython"],
-                              gc.mem_free(), self.st["boot"], tok.encode() if tok else None,
-                              gc.mem_free() + gc.mem_alloc(), self.store.free())
-            r = await c.post("/rd?ep=" + self.name, hello, content_format=_CBOR_CF)
-            hello = None
-            if r.code == _CREATED:
-                life = msg.read_registered(r.payload)[0]
-                self.due = ticks_add(ticks_ms(), max(life * 800, 5000))
-                self.registered = True
-                self.rereg = False
-                print("fleetlet: registered as %s" % self.name)
-                self._changed()
-                return True
-            self._err("registration refused: %s" % r.code_str())
-        except (coap.CoapError, ValueError, MemoryError) as e:  # msg.WireError is a ValueError
-            self._err("registration: %r" % e)
-        finally:
-            _drop("msg")
-        return False
 
     def _on_desired(self, m):
         # runs in the CoAP receive loop: only take note (a document of several blocks comes
@@ -247,9 +279,6 @@ class Agent:
             self.rereg = True
         coap.rouse(self.ev_desired)
 
-    def _expired(self):
-        return self.rereg or ticks_diff(ticks_ms(), self.due) >= 0
-
     async def _desired_loop(self):
         path = "/d/%s/desired" % self.name
         sleepy = self.cfg.get("sleepy")
@@ -259,28 +288,27 @@ class Agent:
             obs = None
             if not sleepy:
                 obs = await self.client.observe(path, self._on_desired)
-            while not self._expired():
+            # until the registration's lifetime runs out, or the gateway forgot us
+            while not self.rereg and ticks_diff(ticks_ms(), self.due) < 0:
                 if obs is not None and not obs.registrations:
                     self.need_get = True  # Observe not established (yet): GET it meanwhile
                 if sleepy or self.need_get:
-                    await self._get(path)
+                    self.need_get = False
+                    try:
+                        r = await self.client.get(path, etag=self.etag)
+                        if r.code == coap.CONTENT and r.etag != self.etag:
+                            self.doc, self.etag = r.payload, r.etag
+                        elif _gone(r.code):
+                            self.rereg = True
+                    except coap.CoapError:
+                        pass
+                    r = None
                 await self._apply()
                 if obs is not None and not obs.active:
                     break  # the gateway ended the observation with an error
                 await coap.doze(self.ev_desired, (poll if sleepy else 5) * 1000)
             if obs is not None:
                 await obs.cancel(False)
-
-    async def _get(self, path):
-        self.need_get = False
-        try:
-            r = await self.client.get(path, etag=self.etag)
-        except coap.CoapError:
-            return
-        if r.code == coap.CONTENT and r.etag != self.etag:
-            self.doc, self.etag = r.payload, r.etag
-        elif _gone(r.code):
-            self.rereg = True
 
     async def _apply(self):
         doc = self.doc
@@ -303,25 +331,38 @@ class Agent:
             self.doc = None  # nothing new, or the version we rolled back from
             return
         print("fleetlet: applying gen %d" % gen)
+        if self.doc is doc:
+            self.doc = None  # decoded: the bytes are not kept while applying
+        doc = None
         self.applying = True
         try:
-            rec, bad = await _prepare(self.client, self.store, gen, wls, self._fetching)
+            rec, bad = await _prepare(self.client, self.root, gen, wls, self._fetching)
+            wls = None
+            v = _versions()
+            if v is None:
+                raise MemoryError("no room to switch")
         except (coap.CoapError, ValueError, OSError, MemoryError) as e:  # applier.ApplyError is a ValueError
+            self.applying = False
+            self._done()
             self._err("apply gen %d: %r" % (gen, e))
             self.fetching = []
             self._changed()
-            await asyncio.sleep(2)  # retried on the next wake-up
+            if self.doc is None:  # retried on the next wake-up, with the document fetched again
+                self.etag = None
+                self.need_get = True
+            await asyncio.sleep(2)
             return
         finally:
-            self.applying = False
             wls = None
+        self.applying = False
         self.fetching = []
         self.unsupported = bad
         self.error = None
-        self._switch(rec)
-        if self.doc is doc:
-            self.doc = None
+        v.switch(self, rec)
+        v = None
+        self._done()
         gc.collect()
+        self._sync()  # the apps' objects go where the apply's modules were
 
     def _fetching(self, uid, g):
         if (uid, g) not in self.fetching:
@@ -351,6 +392,11 @@ class Agent:
                 app.sent(upto, dropped)  # taken, or refused for good (4.00, 4.13): not resent
 
     async def run(self):
-        self.boot()
+        import versions
+
+        versions.boot(self)
+        versions = None  # type: ignore[assignment]
+        self._done()
+        self._sync()
         await asyncio.gather(self._desired_loop(), self._report_loop(), self._health_loop(),
                              self._log_loop())

@@ -29,9 +29,6 @@ _BLOB_SHA256 = const(1)
 _BLOB_SIZE = const(2)
 _BLOB_NAME = const(3)
 
-_buf = bytearray(256)  # copy buffer, reused
-
-
 class ApplyError(ValueError):
     pass
 
@@ -49,16 +46,10 @@ def app_key(w):
     return hexs(h.digest()[:10])
 
 
-def _safe(name):
-    if not name or name[0] == "/" or name == "_c" or ".." in name or "\\" in name:
-        raise ApplyError("bad module name %r" % name)
-    return name
-
-
-async def fetch_blob(client, store, ref):
+async def fetch_blob(client, root, ref):
     sha = ref[_BLOB_SHA256]
     hx = hexs(sha)
-    tmp = store.blob(hx) + ".t"
+    tmp = st.blob(root, hx) + ".t"
     h = hashlib.sha256()
     n = [0]
     f = open(tmp, "wb")
@@ -80,38 +71,37 @@ async def fetch_blob(client, store, ref):
     except ApplyError:
         os.remove(tmp)
         raise
-    os.rename(tmp, store.blob(hx))
+    os.rename(tmp, st.blob(root, hx))
 
 
-def _copy(src, dst):
-    mv = memoryview(_buf)
-    with open(src, "rb") as fi, open(dst, "wb") as fo:
-        while True:
-            n = fi.readinto(_buf)
-            if not n:
-                break
-            fo.write(mv[:n])
-
-
-def build_app(store, w, key):
-    d = store.app_dir(key)
+def build_app(root, w, key):
+    d = st.app_dir(root, key)
     t = d + ".t"
     st.rmtree(t)
     os.mkdir(t)
+    buf = bytearray(256)  # the copy buffer: here, not while blobs are fetched
+    mv = memoryview(buf)
     for ref in w.get(_WL_MODULES) or ():
-        name = _safe(ref[_BLOB_NAME])
+        name = ref[_BLOB_NAME]
+        if not name or name[0] == "/" or name == "_c" or ".." in name or "\\" in name:
+            raise ApplyError("bad module name %r" % name)
         p = t
         for part in name.split("/")[:-1]:  # "lib/util.py": make lib/
             p += "/" + part
             if not st.exists(p):
                 os.mkdir(p)
-        _copy(store.blob(hexs(ref[_BLOB_SHA256])), t + "/" + name)
+        with open(st.blob(root, hexs(ref[_BLOB_SHA256])), "rb") as fi, open(t + "/" + name, "wb") as fo:
+            while True:
+                n = fi.readinto(buf)
+                if not n:
+                    break
+                fo.write(mv[:n])
     with open(t + "/_c", "wb") as f:
         f.write(cbor.dumps([w.get(_WL_CONFIG) or {}, w.get(_WL_SECRETS) or {}]))
     os.rename(t, d)
 
 
-async def prepare(client, store, gen, workloads, on_fetch=None):
+async def prepare(client, root, gen, workloads, on_fetch=None):
     """-> (state record for gen, [(uid, generation, message)] of workloads not runnable here)."""
     apps, bad = [], []
     for w in workloads:
@@ -121,14 +111,14 @@ async def prepare(client, store, gen, workloads, on_fetch=None):
             continue
         key = app_key(w)
         mods = w.get(_WL_MODULES) or ()
-        if not st.exists(store.app_dir(key)):
+        if not st.exists(st.app_dir(root, key)):
             for ref in mods:
-                if not st.exists(store.blob(hexs(ref[_BLOB_SHA256]))):
+                if not st.exists(st.blob(root, hexs(ref[_BLOB_SHA256]))):
                     if on_fetch:
                         on_fetch(uid, g)
-                    await fetch_blob(client, store, ref)
+                    await fetch_blob(client, root, ref)
                     gc.collect()
-            build_app(store, w, key)
+            build_app(root, w, key)
         apps.append({
             "u": uid, "n": w[_WL_NAME], "g": g, "e": w[_WL_ENTRY], "k": key,
             "p": w.get(_WL_RESTART_POLICY, 0), "m": [hexs(r[_BLOB_SHA256]) for r in mods],

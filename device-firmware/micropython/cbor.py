@@ -7,8 +7,9 @@
 #
 # Types: int (bignum tags 2/3 beyond 64 bits), float, str, bytes, list (tuples
 # encode as arrays), dict, bool, None, Tag, Simple (undefined is UNDEFINED).
-# Tags, simple values, bignums, half floats and indefinite-length strings are handled
-# in cbor_ext.py, imported on first use only (Tag, Simple, UNDEFINED are found here too).
+# The decoder, tags, simple values and bignums are in cbor_ext.py, imported on first use
+# only (cbor.loads, cbor.Tag, cbor.Simple and cbor.UNDEFINED lead there): the encoder is what
+# a device uses all the time (reports, logs).
 #
 # Memory: dumps() appends to a caller-supplied bytearray so one buffer can be
 # reused for every report; loads() reads through a memoryview without copying
@@ -188,147 +189,13 @@ def dumps(obj, out=None):
 
 # ---------------------------------------------------------------- decoder
 
-# Decoder state lives in module globals, not in returned tuples, to avoid one
-# allocation per item; loads() is not re-entrant (the firmware is single-threaded).
-_buf = b""  # type: bytes | memoryview
-_pos = 0
-
-
-def _take(n):
-    global _pos
-    p = _pos
-    if n > len(_buf) - p:
-        raise CBORError("truncated at byte %d" % p)
-    _pos = p + n
-    return p
-
-
-def _arg(ai):
-    if ai < 24:
-        return ai
-    if ai == 24:
-        return _buf[_take(1)]
-    if ai == 25:
-        p = _take(2)
-        return (_buf[p] << 8) | _buf[p + 1]
-    if ai == 26:
-        p = _take(4)
-        return int.from_bytes(_buf[p : p + 4], "big")
-    if ai == 27:
-        p = _take(8)
-        return int.from_bytes(_buf[p : p + 8], "big")
-    raise CBORError("bad additional info %d" % ai)
-
-
-def _brk():
-    # True (and consumed) if the next byte is the "break" stop code.
-    global _pos
-    if _pos >= len(_buf):
-        raise CBORError("truncated: missing break")
-    if _buf[_pos] == 0xFF:
-        _pos += 1
-        return True
-    return False
-
-
-def _text(b):
-    try:
-        return str(b, "utf-8")
-    except UnicodeError:
-        raise CBORError("invalid UTF-8 in text string")
-
-
-def _pair(d, depth):
-    k = _item(depth)
-    try:
-        hash(k)  # explicit: `k in d` does not hash when d is empty
-    except TypeError:  # a list or dict as key
-        raise CBORError("unhashable map key")
-    if k in d:
-        raise CBORError("duplicate map key %r" % (k,))
-    d[k] = _item(depth)
-
-
-def _item(depth):
-    ib = _buf[_take(1)]
-    mt = ib >> 5
-    ai = ib & 31
-    if mt == 0:
-        return _arg(ai)
-    if mt == 1:
-        return -1 - _arg(ai)
-    if mt == 2 or mt == 3:
-        if ai == 31:
-            import cbor_ext
-
-            b = cbor_ext.chunks(mt)
-            return bytes(b) if mt == 2 else _text(b)
-        n = _arg(ai)
-        p = _take(n)
-        return bytes(_buf[p : p + n]) if mt == 2 else _text(_buf[p : p + n])
-    if mt == 7:
-        if ai == 20:
-            return False
-        if ai == 21:
-            return True
-        if ai == 22:
-            return None
-        if ai < 26:  # simple values, undefined and half floats: rarely met
-            import cbor_ext
-
-            return cbor_ext.simple(ai)
-        if ai == 26:
-            return struct.unpack_from(">f", _buf, _take(4))[0]
-        if ai == 27:
-            return struct.unpack_from(">d", _buf, _take(8))[0]
-        raise CBORError("unexpected break" if ai == 31 else "bad additional info %d" % ai)
-    if depth <= 0:
-        raise CBORError("nesting too deep")
-    depth -= 1
-    if mt == 4:
-        lst = []
-        if ai == 31:
-            while not _brk():
-                lst.append(_item(depth))
-            return lst
-        n = _arg(ai)
-        if n > len(_buf) - _pos:  # every item takes a byte: refuse absurd lengths early
-            raise CBORError("truncated array")
-        for _ in range(n):
-            lst.append(_item(depth))
-        return lst
-    if mt == 5:
-        d = {}  # type: dict
-        if ai == 31:
-            while not _brk():
-                _pair(d, depth)
-            return d
-        n = _arg(ai)
-        if n > len(_buf) - _pos:
-            raise CBORError("truncated map")
-        for _ in range(n):
-            _pair(d, depth)
-        return d
-    # mt == 6: tag
-    t = _arg(ai)
-    v = _item(depth)
-    if (t == 2 or t == 3) and type(v) is bytes:
-        n = int.from_bytes(v, "big")
-        return n if t == 2 else -1 - n
-    import cbor_ext
-
-    return cbor_ext.Tag(t, v)
-
 
 def loads(data):
-    """Decode one CBOR item that must fill `data` exactly."""
-    global _buf, _pos
-    _buf = memoryview(data)
-    _pos = 0
-    try:
-        v = _item(MAX_DEPTH)
-        if _pos != len(_buf):
-            raise CBORError("%d trailing bytes" % (len(_buf) - _pos))
-        return v
-    finally:
-        _buf = b""  # drop the view so the payload can be collected
+    """Decode one CBOR item that must fill `data` exactly (CBORError on anything else).
+
+    The decoder is cbor_ext.py, imported on the first call: a device decodes only around a
+    registration, a new desired document and an app's start, and can drop cbor_ext from
+    sys.modules after those (agent.py does)."""
+    import cbor_ext
+
+    return cbor_ext.loads(data)

@@ -88,22 +88,17 @@ def _ext(v):
     return 14, (v - 269).to_bytes(2, "big")
 
 
-def _sort(opts):
-    # insertion sort: stable (MicroPython's sort is not), and option lists are short
-    out = []  # type: list
-    for o in opts:
-        i = len(out)
-        while i and out[i - 1][0] > o[0]:
-            i -= 1
-        out.insert(i, o)
-    return out
-
-
 def encode_options(opts):
     """opts: list of (number, bytes). Sorted stably by number, so repeats keep their order."""
+    srt = []  # type: list
+    for o in opts:  # insertion sort: stable (MicroPython's sort is not), and lists are short
+        i = len(srt)
+        while i and srt[i - 1][0] > o[0]:
+            i -= 1
+        srt.insert(i, o)
     out = bytearray()
     last = 0
-    for num, val in _sort(opts):
+    for num, val in srt:
         dn, dx = _ext(num - last)
         ln, lx = _ext(len(val))
         out.append((dn << 4) | ln)
@@ -182,9 +177,6 @@ class Message:
                 return o[1]
         return default
 
-    def all(self, num):
-        return [o[1] for o in self.opts if o[0] == num]
-
     @property
     def etag(self):
         return self.opt(ETAG)
@@ -193,26 +185,24 @@ class Message:
     def max_age(self):
         return to_uint(self.opt(_MAX_AGE, b"\x3c"))  # default 60 s
 
-    def uint_opt(self, num):
-        v = self.opt(num)
+    @property
+    def content_format(self):
+        v = self.opt(_CONTENT_FORMAT)
         return None if v is None else to_uint(v)
 
     @property
-    def content_format(self):
-        return self.uint_opt(_CONTENT_FORMAT)
-
-    @property
     def observe(self):
-        return self.uint_opt(OBSERVE)
+        v = self.opt(OBSERVE)
+        return None if v is None else to_uint(v)
 
     @property
     def location_path(self):
-        return "/" + "/".join(s.decode() for s in self.all(_LOCATION_PATH))
+        return "/" + "/".join(o[1].decode() for o in self.opts if o[0] == _LOCATION_PATH)
 
     @property
     def block2(self):
-        v = self.uint_opt(BLOCK2)
-        return None if v is None else block_decode(v)
+        v = self.opt(BLOCK2)
+        return None if v is None else block_decode(to_uint(v))
 
     @property
     def ok(self):
@@ -308,7 +298,6 @@ def rouse(ev):
 
 
 # --- client -------------------------------------------------------------------------------
-# --- client -------------------------------------------------------------------------------
 class _Exchange:
     def __init__(self, mid, token, obs):
         self.mid = mid
@@ -326,16 +315,13 @@ class Observation:
         self.path = path
         self.query = query
         self.callback = callback
-        self.token = client._token()
+        self.token = os.urandom(client.token_len)
         self.seq = None
         self.t = self.due = ticks_ms()  # due: ticks when silence triggers re-registration
         self.active = True
         self.registering = False
         self.registrations = 0
         self.partial = None  # block 0 of a notification whose other blocks are being fetched
-
-    def _arm(self, resp):
-        self.due = ticks_add(ticks_ms(), (resp.max_age + self.client.obs_margin) * 1000)
 
     def _deliver(self, m, first=False):
         now = ticks_ms()
@@ -346,7 +332,7 @@ class Observation:
                 return
         if seq is not None:
             self.seq, self.t = seq, now
-            self._arm(m)
+            self.due = ticks_add(now, (m.max_age + self.client.obs_margin) * 1000)
         else:
             # the server ended the observation (or never had one): register again soon
             self.due = ticks_add(now, self.client.obs_margin * 1000)
@@ -405,6 +391,7 @@ class Client:
         self._buf = bytearray((16 << self.szx) + 160)
         self._mid = int.from_bytes(os.urandom(2), "big")
         self._pending = []
+        self._queue = []  # the evs of exchanges waiting for their turn (see _exchange)
         self._obs = []
         self._seen = [-1] * 8  # recent (mid << 2 | reply type) of received CON/NON
         self._seen_i = 0
@@ -412,16 +399,6 @@ class Client:
         self.rx = self.bad = self.dup = self.retx = self.stale = self.rst_sent = 0
 
     # -- plumbing --
-    def _token(self):
-        return os.urandom(self.token_len)
-
-    def _next_mid(self):
-        self._mid = (self._mid + 1) & 0xFFFF
-        return self._mid
-
-    def start(self):
-        if self._tasks is None:
-            self._tasks = (asyncio.create_task(self._rx_loop()), asyncio.create_task(self._watch_loop()))
 
     def close(self):
         if self._tasks:
@@ -525,6 +502,24 @@ class Client:
             self._reply(reply, m.mid)
 
     async def _exchange(self, buf, mid, token, confirmable, obs=None):
+        # NSTART = 1 (RFC 7252 4.7): one exchange in flight; the others wait their turn, in
+        # order. Congestion control, and the transients of one exchange at a time in RAM.
+        q = self._queue
+        if self._pending or q:
+            ev = [None, False]
+            q.append(ev)
+            ok = False
+            try:
+                while self._pending or q[0] is not ev:
+                    await doze(ev, 1000)  # roused when an exchange ends (and checks each second)
+                ok = True
+            finally:
+                for i in range(len(q)):
+                    if q[i] is ev:
+                        del q[i]
+                        break
+                if not ok and q and not self._pending:
+                    rouse(q[0])  # cancelled while waiting: the next one may go
         ex = _Exchange(mid, token, obs)
         self._pending.append(ex)
         try:
@@ -549,6 +544,8 @@ class Client:
             return ex.resp
         finally:
             self._pending.remove(ex)
+            if q:
+                rouse(q[0])
 
     # -- public API --
     async def request(self, method, path, payload=b"", query=None, content_format=None, etag=None,
@@ -563,7 +560,8 @@ class Client:
         An Observe registration (_obs) returns its first response as it came: the
         Observation completes it.
         """
-        self.start()
+        if self._tasks is None:  # the receive and watch loops start with the first request
+            self._tasks = (asyncio.create_task(self._rx_loop()), asyncio.create_task(self._watch_loop()))
         if isinstance(payload, str):
             payload = payload.encode()
         base = split_uri(path, query)
@@ -576,14 +574,14 @@ class Client:
         if observe is not None:
             base.append((OBSERVE, uint(observe)))
         mtype = CON if confirmable else NON
-        token = _token or self._token()
+        token = _token or os.urandom(self.token_len)
         num, szx = 0, self.szx
         body = None
         first = _first
         if first is not None:
             bnum, _, szx = first.block2
             num = bnum + 1
-            token = self._token()
+            token = os.urandom(self.token_len)
             if sink is not None:
                 sink(first.payload)
             else:
@@ -594,7 +592,7 @@ class Client:
                 opts = [o for o in base if o[0] != OBSERVE]
             if method == GET:
                 opts = opts + [(BLOCK2, uint(block_encode(num, False, szx)))]  # early size negotiation
-            mid = self._next_mid()
+            mid = self._mid = (self._mid + 1) & 0xFFFF
             buf = encode(mtype, method, mid, token, opts, payload)
             resp = await self._exchange(buf, mid, token, mtype == CON, None if num else _obs)
             buf = opts = None
@@ -605,6 +603,7 @@ class Client:
                 if first is None:
                     if sink is not None and resp.payload:
                         sink(resp.payload)
+                        resp.payload = b""  # passed on, not kept
                     return resp
                 raise CoapError("block2 missing")
             bnum, more, bszx = blk
@@ -618,6 +617,7 @@ class Client:
                 raise CoapError("block order")
             if sink is not None:
                 sink(resp.payload)
+                resp.payload = b""  # passed on, not kept (first holds block 0 to the end)
             elif body is not None:
                 gc.collect()  # frees this exchange's garbage so the body can grow in place
                 body += resp.payload
@@ -625,7 +625,7 @@ class Client:
                 break
             szx = bszx  # adopt the server's (smaller or equal) size
             num = bnum + 1
-            token = self._token()
+            token = os.urandom(self.token_len)
         first.payload = b"" if body is None else body  # a bytearray: no second copy
         first.opts = [o for o in first.opts if o[0] != BLOCK2]
         body = None

@@ -1,7 +1,8 @@
-# fleet.py - the boot sequence behind main.py: config, WLAN, watchdog, then the agent.
+# fleet.py - the boot sequence behind main.py: config, WLAN (wlan.py), watchdog, then the agent.
 #
 # Precompiled like the other modules (main.py is compiled from source on the board, and a
-# compile costs heap): main.py only imports this and calls run().
+# compile costs heap): main.py only imports this and calls run(), which runs for good, so
+# what only the boot needs is imported for it and dropped (wlan.py).
 import gc
 import json
 import sys
@@ -9,32 +10,15 @@ import sys
 BOARD = sys.platform != "linux"
 
 
-def config(path="device.json"):
-    with open(path) as f:
-        return json.load(f)
-
-
-def wlan(cfg):
-    w = cfg.get("wlan")
-    if not BOARD or not w:
-        return
-    import network
-    import time
-
-    sta = network.WLAN(network.STA_IF)
-    sta.active(True)
-    if not sta.isconnected():
-        sta.connect(w["ssid"], w.get("password", ""))
-        for _ in range(200):  # 20 s
-            if sta.isconnected():
-                break
-            time.sleep_ms(100)
-    print("fleetlet: wlan", sta.ifconfig()[0] if sta.isconnected() else "not connected")
-
-
 def run():
-    cfg = config(sys.argv[1] if not BOARD and len(sys.argv) > 1 else "device.json")
-    wlan(cfg)
+    with open(sys.argv[1] if not BOARD and len(sys.argv) > 1 else "device.json") as f:
+        cfg = json.load(f)
+    if BOARD and cfg.get("wlan"):
+        import wlan  # boot only: dropped again
+
+        wlan.join(cfg["wlan"])
+        del sys.modules["wlan"]
+        wlan = None  # type: ignore[assignment]
     wdt = None
     if BOARD and cfg.get("watchdog", 30):
         from machine import WDT

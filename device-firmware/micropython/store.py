@@ -31,8 +31,11 @@
 # unreadable; a state naming a missing app folder is treated as unusable (never expected).
 # Writes that happen while an old or new state is in force (boot count, trial count,
 # rollback) use the same write-then-rename, so every boot sees either the old or new state.
+#
+# This module holds the layout and the crash-safe primitives; versions.py reads, writes and
+# garbage-collects state.json with them. The agent imports both only while applying
+# (applier.py) or for a transition of state.json, and drops them from sys.modules afterwards.
 
-import json
 import os
 
 _DIR = 0x4000  # S_IFDIR in os.stat()[0] and os.ilistdir() types
@@ -70,71 +73,16 @@ def replace(src, dst):
         os.rename(src, dst)
 
 
-class Store:
-    def __init__(self, root):
-        self.root = root
-        for d in (root, root + "/blobs", root + "/apps"):
-            if not exists(d):
-                os.mkdir(d)
+def init(root):
+    """Make the data dir and its blobs/ and apps/ folders where missing."""
+    for d in (root, root + "/blobs", root + "/apps"):
+        if not exists(d):
+            os.mkdir(d)
 
-    def path(self, *parts):
-        return "/".join((self.root,) + parts)
 
-    # ---- state
-    def load(self):
-        for name in ("state.json", "state.tmp"):
-            try:
-                with open(self.path(name)) as f:
-                    st = json.load(f)
-            except (OSError, ValueError):
-                continue
-            if type(st) is dict and self._usable(st):
-                return st
-        return {"boot": 0}
+def blob(root, hexsha):
+    return root + "/blobs/" + hexsha
 
-    def _usable(self, st):
-        for k in ("cur", "good"):
-            rec = st.get(k)
-            if rec:
-                for a in rec["apps"]:
-                    if not exists(self.path("apps", a["k"])):
-                        return False
-        return True
 
-    def save(self, st):
-        tmp = self.path("state.tmp")
-        with open(tmp, "w") as f:
-            json.dump(st, f)
-        replace(tmp, self.path("state.json"))
-
-    # ---- blobs and app folders
-    def blob(self, hexsha):
-        return self.path("blobs", hexsha)
-
-    def app_dir(self, key):
-        return self.path("apps", key)
-
-    def gc(self, st):
-        """Delete temporaries and everything that neither st["cur"] nor st["good"] names."""
-        keys, blobs = set(), set()
-        for k in ("cur", "good"):
-            rec = st.get(k)
-            if rec:
-                for a in rec["apps"]:
-                    keys.add(a["k"])
-                    for m in a["m"]:
-                        blobs.add(m)
-        n = 0
-        for sub, keep in (("apps", keys), ("blobs", blobs)):
-            for e in list(os.ilistdir(self.path(sub))):
-                if e[0] not in keep:
-                    rmtree(self.path(sub, e[0]))
-                    n += 1
-        return n
-
-    def free(self):
-        try:
-            s = os.statvfs(self.root)
-            return s[0] * s[3]
-        except (OSError, AttributeError):
-            return None
+def app_dir(root, key):
+    return root + "/apps/" + key

@@ -8,7 +8,7 @@
 # Restarts: policy always (0) restarts after any exit, on-failure (1) after an exception,
 # never (2) not at all. The delay doubles from `base` up to `cap` seconds, and starts over
 # once an app has run for `cap` seconds. While a new version is on trial, an app that
-# crashes `limit` times makes on_crash_loop() run (the agent rolls back).
+# crashes `limit` times is noted in `crash_loop` (the agent rolls back).
 #
 # Logs: ctx.log() prints, and keeps the line in a small per-app ring (at most `log_lines`
 # lines and `log_bytes` bytes; the oldest are dropped and counted) until the agent has
@@ -45,25 +45,10 @@ _LINE_MAX = const(160)  # longer lines are cut
 _T0 = ticks_ms()  # log times are ms since boot (the uptime-ms log clock)
 
 
-class Ctx:
-    """What an app gets: config, secrets, log(msg), metric(name, value)."""
-
-    def __init__(self, app, config, secrets):
-        self._app = app
-        self.name = app.name
-        self.uid = app.uid
-        self.config = config
-        self.secrets = secrets
-
-    def log(self, msg):
-        print("[%s] %s" % (self.name, msg))
-        self._app.log(msg)
-
-    def metric(self, name, value):
-        self._app.sup.metrics[self._app.short + "." + name] = value
-
-
 class App:
+    """One app, and also what the app's main(ctx) gets as ctx (one object, not two): it uses
+    ctx.name, ctx.uid, ctx.config, ctx.secrets, ctx.log(msg) and ctx.metric(name, value)."""
+
     def __init__(self, sup, rec, path):
         self.sup = sup
         self.uid = rec["u"]
@@ -85,8 +70,11 @@ class App:
         self.lbytes = 0
         self.lcount = 0  # lines ever logged: logs holds numbers lcount - len(logs) .. lcount - 1
         self.dropped = 0  # lines dropped and not reported yet
+        self.config = self.secrets = None  # read from the app folder at each start
 
     def log(self, text, stream=_STREAM_STDOUT):
+        """Print a line as [name] text, and keep it for the gateway (see batch())."""
+        print("[%s] %s" % (self.name, text))
         if type(text) is not str:
             text = str(text)
         if len(text) > _LINE_MAX:
@@ -98,6 +86,9 @@ class App:
         while len(logs) > sup.log_lines or self.lbytes > sup.log_bytes:
             self.lbytes -= len(logs.pop(0)[2]) + 8
             self.dropped += 1
+
+    def metric(self, name, value):
+        self.sup.metrics[self.short + "." + name] = value
 
     def batch(self):
         """-> (CBOR log-batch of the pending lines, lcount, dropped): pass the last two to sent()."""
@@ -125,7 +116,10 @@ class App:
     def _load(self):
         p = self.path
         with open(p + "/_c", "rb") as f:
-            config, secrets = cbor.loads(f.read())
+            self.config, self.secrets = cbor.loads(f.read())
+        if "cbor_ext" in sys.modules:  # the decoder (cbor.loads) is not kept in RAM
+            del sys.modules["cbor_ext"]
+        gc.collect()  # compiling the entry module needs contiguous blocks (1 KB and more)
         before = list(sys.modules)
         saved = sys.modules.pop(self.entry, None)
         sys.path.insert(0, p)
@@ -138,7 +132,7 @@ class App:
                     del sys.modules[k]
             if saved is not None:
                 sys.modules[self.entry] = saved
-        return mod.main, Ctx(self, config, secrets)
+        return mod.main
 
     async def run(self):
         sup = self.sup
@@ -148,9 +142,9 @@ class App:
             t0 = ticks_ms()
             err = None
             try:
-                main, ctx = self._load()
+                main = self._load()
                 gc.collect()
-                coro = main(ctx)
+                coro = main(self)
                 self.since = ticks_ms()
                 self._set(_STATE_RUNNING)
                 await coro
@@ -160,16 +154,15 @@ class App:
             except BaseException as e:  # noqa: B036 - an app's crash must not end the firmware
                 err = "%s: %s" % (type(e).__name__, e)
                 self.exit = 1
-            main = ctx = coro = None
+            main = coro = None
             gc.collect()
             ran = ticks_diff(ticks_ms(), t0) // 1000
             if err is not None:
-                print("[%s] crashed: %s" % (self.name, err))
                 self.log("crashed: " + err, _STREAM_STDERR)
                 self.crashes += 1
-                if sup.trial and self.crashes >= sup.limit and sup.on_crash_loop:
+                if sup.trial and self.crashes >= sup.limit:
                     self._set(_STATE_BACKOFF, err)
-                    sup.on_crash_loop(self, err)
+                    sup.crash_loop = (self, err)  # the agent rolls back (not from this task)
                     return
             if self.policy == _RESTART_NEVER or (err is None and self.policy == _RESTART_ON_FAILURE):
                 self._set(_STATE_FAILED if err else _STATE_SUCCEEDED, err)
@@ -181,8 +174,8 @@ class App:
 
 
 class Supervisor:
-    def __init__(self, store, changed, base=1, cap=60, limit=3, log_lines=20, log_bytes=1024):
-        self.store = store
+    def __init__(self, root, changed, base=1, cap=60, limit=3, log_lines=20, log_bytes=1024):
+        self.root = root  # the data dir: apps live in <root>/apps/<key> (store.py)
         self.log_lines = log_lines
         self.log_bytes = log_bytes
         self.changed = changed  # called on every state change (report on change)
@@ -192,7 +185,7 @@ class Supervisor:
         self.apps = []
         self.metrics = {}
         self.trial = False
-        self.on_crash_loop = None
+        self.crash_loop = None  # (app, error) of an app that crash-loops on trial
 
     def sync(self, rec, trial):
         """Run exactly rec's apps: keep those whose folder is unchanged, stop the others."""
@@ -212,7 +205,7 @@ class Supervisor:
                     if app.key == a["k"]:
                         app.gen = a["g"]  # e.g. a new Workload generation with the same content
             else:
-                app = App(self, a, self.store.app_dir(a["k"]))
+                app = App(self, a, self.root + "/apps/" + a["k"])
                 app.task = asyncio.create_task(app.run())
                 keep.append(app)
         for app in keep:

@@ -6,7 +6,7 @@
 # microcontroller never reads them.
 #
 # Builders return a bytearray; pass `out` to reuse one buffer for every report.
-# On the device, report.py, supervisor.py, msg.py and applier.py use these numbers as
+# On the device, agent.py, supervisor.py, msg.py and applier.py use these numbers as
 # private constants (a test checks they match), so the agent never loads this module.
 
 import cbor

@@ -69,7 +69,12 @@ def test_mpy_plan_builds_importable_firmware(tmp_path: Path, micropython_bin: st
         if Path(cmd[0]).name == "mpy-cross":
             subprocess.run(cmd, check=True)
     env = dict(os.environ, MICROPYPATH=f".frozen:{build}")
-    code = "import agent, store, applier, supervisor, report; print(agent.VERSION, agent.arch())"
+    # every module that the agent imports only when needed (sysinfo, msg, applier, store,
+    # versions, cbor_ext) must import from the .mpy build too; arch() is in sysinfo.py
+    code = (
+        "import agent, supervisor, sysinfo, msg, applier, store, versions, cbor_ext;"
+        " print(agent.VERSION, sysinfo.arch())"
+    )
     argv = [micropython_bin, "-X", "heapsize=128k", "-c", code]
     proc = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
