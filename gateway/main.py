@@ -6,7 +6,8 @@ The CoAP side starts first, from the local store, so devices are served even whe
 server is down; the upstream connects (and reconnects) on its own.
 
 This module imports asyncio only inside its functions: :func:`main` decides first whether the
-process needs the ``ssl`` module at all (see :func:`_block_ssl_unless_needed`).
+process needs the ``ssl`` module at all (see :func:`_block_ssl_unless_needed`) and keeps
+OpenSSL's hashes out (:func:`_use_builtin_hashes`).
 """
 
 from __future__ import annotations
@@ -68,6 +69,17 @@ def _block_ssl_unless_needed(server: str) -> bool:
     if scheme == "https" or "asyncio" in sys.modules or sys.modules.get("ssl") is not None:
         return False
     sys.modules["ssl"] = None  # type: ignore[assignment]  # `import ssl` raises ImportError
+    return True
+
+
+def _use_builtin_hashes() -> bool:
+    """Make hashlib use CPython's own SHA-256 (and the rest) instead of OpenSSL's: ``_hashlib``
+    maps libcrypto, ~3 MB of RSS, for the gateway's few small hashes (document hashes, ETags,
+    blob digests, credentials). Must run before hashlib is imported; answers whether it did.
+    An https:// API server brings libcrypto back with ssl, which needs it anyway."""
+    if "hashlib" in sys.modules or sys.modules.get("_hashlib") is not None:
+        return False
+    sys.modules["_hashlib"] = None  # type: ignore[assignment]  # hashlib falls back to _sha256...
     return True
 
 
@@ -177,6 +189,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--log-level", default="info")
     a = p.parse_args(argv)
     _block_ssl_unless_needed(a.server)
+    _use_builtin_hashes()
     import asyncio
     import signal
 

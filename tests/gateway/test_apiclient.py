@@ -286,19 +286,24 @@ async def test_informer_keeps_slim_objects_and_relists() -> None:
             await api.close()
 
 
-def test_the_gateway_imports_neither_aiohttp_nor_ssl_for_an_http_server() -> None:
+def test_the_gateway_imports_neither_aiohttp_nor_openssl_for_an_http_server() -> None:
     code = (
         "import sys\n"
-        "from fleetlet.gateway.main import _block_ssl_unless_needed\n"
-        "blocked = _block_ssl_unless_needed(sys.argv[1])\n"
-        "import asyncio\n"
+        "from fleetlet.gateway.main import _block_ssl_unless_needed, _use_builtin_hashes\n"
+        "blocked = _block_ssl_unless_needed(sys.argv[1]), _use_builtin_hashes()\n"
+        "import asyncio, hashlib\n"
         "from fleetlet.gateway import apiclient, coap_provider, coap_server, informer, tunnel, upstream\n"
-        "print(blocked, sorted(m for m in ('aiohttp', 'ssl', 'yarl') if sys.modules.get(m) is not None))\n"
+        "assert hashlib.sha256(b'abc').hexdigest().startswith('ba7816bf')\n"
+        "if not blocked[0]:\n"
+        "    import ssl\n"
+        "names = ('aiohttp', 'ssl', 'yarl', '_hashlib')\n"
+        "crypto = 'libcrypto' in open('/proc/self/maps').read()\n"
+        "print(blocked, sorted(m for m in names if sys.modules.get(m) is not None), crypto)\n"
     )
     for url, want in (
-        ("http://127.0.0.1:8080", "True []"),
-        ("127.0.0.1:8080", "True []"),
-        ("https://h:1", "False ['ssl']"),
+        ("http://127.0.0.1:8080", "(True, True) [] False"),
+        ("127.0.0.1:8080", "(True, True) [] False"),
+        ("https://h:1", "(False, True) ['ssl'] True"),
     ):
         out = subprocess.run(
             [sys.executable, "-c", code, url], capture_output=True, text=True, timeout=60, check=True
