@@ -154,11 +154,12 @@ class CoapDeviceProvider:
         key = object_key("workloads", namespace, name)
         for info in self._wls.values():
             if info.key == key:
-                return {**(info.obj.get("status") or {}), **self.status.last_known(key)}
+                return self._workload_status(info)
         return None
 
     async def list_workloads(self) -> list[Obj]:
-        """The bound workloads: metadata and status (and the spec of those that use references)."""
+        """The bound workloads: identity (the whole object for those that use references); their
+        status is in the Workload informer's cache (:meth:`get_workload_status`)."""
         return [info.obj for info in self._wls.values()]
 
     async def _apply(self, workload: Obj, *, force: bool) -> None:
@@ -179,7 +180,7 @@ class CoapDeviceProvider:
                 await self._translate(info, workload, uid, device, old, force=force)
             finally:
                 if not info.has_refs:  # only refresh_refs translates it again from info.obj
-                    info.obj = slim_object(workload)
+                    info.obj = slim_object(workload, status=False)
 
     async def _translate(
         self, info: _Wl, workload: Obj, uid: str, device: str, old: _Wl | None, *, force: bool
@@ -371,21 +372,15 @@ class CoapDeviceProvider:
         for ws in report.workloads:
             info = self._wls.get(ws.uid)
             if info is not None:
-                device, wkey, runtime, base = (
-                    info.device,
-                    info.key,
-                    info.runtime,
-                    info.obj.get("status") or {},
-                )
+                device, wkey, runtime = info.device, info.key, info.runtime
             elif not self.live and ws.uid in self._stored:
                 device, wkey, runtime = self._stored[ws.uid]
-                base = {}
             else:
                 device = ""
             if device != d.name:
                 log.debug("device %s reports unknown workload %s", d.name, ws.uid)
                 continue
-            current = {**base, **self.status.last_known(wkey)}
+            current = self._workload_status(info) if info is not None else self.status.last_known(wkey)
             self.status.update(wkey, workload_fields(ws, current, runtime))
 
     def logs(self, d: DeviceState, batch: LogBatch) -> None:
@@ -400,6 +395,14 @@ class CoapDeviceProvider:
             fields["phase"] = "Online"
             fields["conditions"] = device_conditions(current, True)
             self.on_node_changed()
+
+    def _workload_status(self, info: _Wl) -> Obj:
+        """The server's status of a workload (the informer's cache) with what is pending on top."""
+        _, ns, name = info.key.split("/", 2)
+        server = self.status.writer.current_status("workloads", ns, name)
+        if server is None:  # not in the cache (yet): the status the object came with
+            server = info.obj.get("status") or {}
+        return {**server, **self.status.last_known(info.key)}
 
     def _device_status(self, key: str) -> Obj:
         writer = self.status.writer

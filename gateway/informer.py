@@ -16,6 +16,7 @@ import contextlib
 import inspect
 import logging
 import random
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -40,20 +41,35 @@ def object_key(obj: Obj) -> str:
     return f"{ns}/{name}" if ns else name
 
 
-def slim_object(obj: Obj) -> Obj:
+def slim_object(obj: Obj, *, status: bool = True) -> Obj:
     """What the gateway's caches keep of an object: identity, resourceVersion, the spec fields
-    that route it to a device, and its status."""
+    that route it to a device, and (unless ``status=False``) its status, compacted (:func:`compact`)."""
     meta = obj.get("metadata") or {}
     spec = obj.get("spec") or {}
     out: Obj = {
-        "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion") if k in meta},
+        "metadata": {
+            k: compact(meta[k]) for k in ("name", "namespace", "uid", "resourceVersion") if k in meta
+        },
     }
-    routing = {k: spec[k] for k in ("deviceName", "gatewayName", "gateway") if k in spec}
+    routing = {k: compact(spec[k]) for k in ("deviceName", "gatewayName", "gateway") if k in spec}
     if routing:
         out["spec"] = routing
-    if "status" in obj:
-        out["status"] = obj["status"]
+    if status and "status" in obj:
+        out["status"] = compact(obj["status"])
     return out
+
+
+def compact(value: Any) -> Any:
+    """A copy of decoded JSON whose keys and short strings are interned: 1,000 statuses repeat
+    the same few dozen keys and values ("conditions", "type", "Ready", "True", a timestamp...),
+    and a JSON decoder makes new string objects for every document."""
+    if isinstance(value, str):
+        return sys.intern(value) if len(value) <= 64 and type(value) is str else value
+    if isinstance(value, dict):
+        return {(sys.intern(k) if type(k) is str else k): compact(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [compact(v) for v in value]
+    return value
 
 
 class Backoff:

@@ -57,6 +57,9 @@ class StatusWriter(Protocol):
 
 
 class _Entry:
+    """One object's patch state. ``written``: what this gateway wrote that the server's copy
+    (the informer cache) does not show yet."""
+
     __slots__ = ("last_write", "pending", "persisted", "volatile", "written")
 
     def __init__(self) -> None:
@@ -218,7 +221,10 @@ class StatusSync:
     def _body(self, key: str, e: _Entry, now: float, force: bool) -> Obj | None:
         """The patch to send now: ``None`` to wait, ``{}`` when nothing differs from the server."""
         plural, ns, name = split_key(key)
-        current = {**(self.writer.current_status(plural, ns, name) or {}), **e.written}
+        server = self.writer.current_status(plural, ns, name) or {}
+        if e.written:  # what the server's copy (the informer) shows already need not be kept twice
+            e.written = {k: v for k, v in e.written.items() if server.get(k) != v}
+        current = {**server, **e.written}
         changed = {k: v for k, v in e.pending.items() if current.get(k) != v}
         e.pending = changed
         volatile_due = bool(e.volatile) and (force or now - e.last_write >= self.volatile_interval)

@@ -12,7 +12,7 @@ from fleetlet.gateway.coap_provider import CoapDeviceProvider, DocView
 from fleetlet.gateway.coap_server import GatewaySite, start_server, tune_deduplication
 from fleetlet.gateway.devices import DeviceState
 from fleetlet.gateway.localstore import LocalStore
-from fleetlet.gateway.status_sync import StatusSync
+from fleetlet.gateway.status_sync import StatusSync, object_key
 from fleetlet.gateway.wire import Report
 
 from tests.fixtures import free_udp_port
@@ -42,35 +42,62 @@ def workload(name: str, device: str, modules: list[dict[str, Any]], generation: 
     }
 
 
-async def provider(tmp_path: Path) -> tuple[CoapDeviceProvider, LocalStore]:
+async def provider(tmp_path: Path) -> tuple[CoapDeviceProvider, LocalStore, Writer]:
     store = await LocalStore.open(tmp_path / "g.db")
-    p = CoapDeviceProvider(store, StatusSync(Writer(), None), Refs())
+    writer = Writer()  # stands for the API and its informers' caches
+    p = CoapDeviceProvider(store, StatusSync(writer, None), Refs())
     await p.go_live(set())
-    return p, store
+    return p, store, writer
 
 
 async def test_provider_keeps_whole_workloads_only_when_they_read_references(tmp_path: Path) -> None:
-    p, store = await provider(tmp_path)
+    p, store, writer = await provider(tmp_path)
     try:
         inline = workload("a", "d1", [{"name": "main.py", "source": "print(1)\n"}])
         refs = workload("b", "d2", [{"name": "main.py", "configMapRef": {"name": "code", "key": "lib.py"}}])
         await p.create_workload(inline)
         await p.create_workload(refs)
         kept = {o["metadata"]["name"]: o for o in await p.list_workloads()}
-        assert kept["a"] == {
+        assert kept["a"] == {  # no spec, no status: the informer's cache has the status
             "metadata": {"name": "a", "namespace": "default", "uid": "uid-a", "resourceVersion": "7"},
             "spec": {"deviceName": "d1", "gatewayName": "gw"},
-            "status": {"phase": "Pending"},
         }
         assert kept["b"] is refs  # refresh_refs translates it again from the whole object
         assert p.desired("d1").gen == 1 and p.desired("d2").gen == 1
-        # A status-only update keeps the entry and still only the slim object.
-        await p.update_workload({**inline, "status": {"phase": "Running"}})
-        assert (await p.get_workload_status("default", "a")) == {"phase": "Running"}
+        # A status-only update keeps the entry; the status comes from the informer's cache.
+        writer.server[object_key("workloads", "default", "a")] = {"phase": "Running", "reason": "x"}
+        await p.update_workload({**inline, "status": {"phase": "Running", "reason": "x"}})
+        assert (await p.get_workload_status("default", "a")) == {"phase": "Running", "reason": "x"}
         assert "app" not in (await p.list_workloads())[0].get("spec", {})
         assert p.desired("d1").gen == 1
     finally:
         await store.close()
+
+
+async def test_status_sync_forgets_what_the_server_shows() -> None:
+    writer = Writer()
+    sync = StatusSync(writer, None)
+    key = object_key("devices", None, "d1")
+    conditions = [{"type": "Ready", "status": "True", "reason": "DeviceReporting"}]
+    sync.update(key, {"phase": "Online", "conditions": conditions}, {"lastSeen": "t1"})
+    await sync.flush(force=True)
+    assert sync.last_known(key) == {"phase": "Online", "conditions": conditions, "lastSeen": "t1"}
+    # The Writer's server dict plays the informer: it shows the write, so nothing is kept twice.
+    sync.update(key, {"phase": "Online"})
+    await sync.flush()
+    assert sync._entries[key].written == {} and writer.calls[-1][1]["phase"] == "Online"
+    assert {**writer.server[key], **sync.last_known(key)} == writer.server[key]
+    # While the informer lags behind a write, the gateway keeps its own copy (and does not
+    # write the same again).
+    writer.server[key] = {"phase": "Offline"}
+    sync.update(key, {"phase": "Online"})
+    await sync.flush()
+    writer.server[key] = {"phase": "Offline"}  # the watch event of that write is still on its way
+    sync.update(key, {"phase": "Online"})
+    n = len(writer.calls)
+    await sync.flush()
+    assert sync._entries[key].written == {"phase": "Online"} and len(writer.calls) == n
+    assert sync.last_known(key)["phase"] == "Online"
 
 
 class CountingBackend:
