@@ -10,9 +10,9 @@
 # _log_loop POSTs the apps' pending log lines (supervisor.py keeps them) every few seconds.
 #
 # RAM: what runs rarely is imported when needed and dropped from sys.modules afterwards:
-# sysinfo.py and msg.py (hello, registered) around a registration, msg.py for a new desired
+# register.py and msg.py (hello, registered) for a registration, msg.py for a new desired
 # document, applier.py (with store.py) while applying, versions.py (with store.py: the
-# transitions of state.json) to count a boot, switch, promote or roll back, and cbor_ext.py
+# transitions of state.json) to count a boot, switch, promote or roll back, and cbor_dec.py
 # (the CBOR decoder) after reading a message. None keeps module-level names beyond a few
 # functions (wire numbers are private constants), so importing one again needs no large
 # contiguous block.
@@ -21,7 +21,7 @@ import asyncio
 import gc
 import sys
 from micropython import const
-from time import ticks_add, ticks_diff, ticks_ms
+from time import ticks_diff, ticks_ms
 
 import cbor
 import coap
@@ -30,7 +30,6 @@ from supervisor import Supervisor
 
 VERSION = "0.1.0"
 _CBOR_CF = const(60)
-_CREATED = const(0x41)
 # wire.py's numbers for the report (a test checks they match): private, so they are folded
 _V = const(0)
 _VERSION = const(1)
@@ -118,7 +117,7 @@ def _read_desired(doc):
     try:
         return msg.read_desired(doc)
     finally:
-        _drop("msg", "cbor_ext")
+        _drop("msg", "cbor_dec")
 
 
 async def _prepare(client, root, gen, wls, on_fetch):
@@ -233,39 +232,22 @@ class Agent:
 
     # ---- registration and the desired document ----------------------------------------
     async def _register(self):
-        c, g = self.client, self.cfg.get
         delay = 1
         while True:
             self.registered = False
             try:
-                import sysinfo
+                import register
 
-                arch, flash = sysinfo.arch(), sysinfo.flash_free(self.root)
-                _drop("sysinfo")
-                sysinfo = None  # type: ignore[assignment]
-                gc.collect()
-                import msg
-
-                tok = g("token")
-                hello = msg.hello(g("board", sys.platform), VERSION, arch, ["micropython"],
-                                  gc.mem_free(), self.st["boot"], tok.encode() if tok else None,
-                                  gc.mem_free() + gc.mem_alloc(), flash)
-                r = await c.post("/rd?ep=" + self.name, hello, content_format=_CBOR_CF)
-                hello = None
-                if r.code == _CREATED:
-                    life = msg.read_registered(r.payload)[0]
-                    self.due = ticks_add(ticks_ms(), max(life * 800, 5000))
+                if await register.attempt(self):
                     self.registered = True
                     self.rereg = False
-                    print("fleetlet: registered as %s" % self.name)
                     self._changed()
                     return
-                self._err("registration refused: %s" % r.code_str())
             except (coap.CoapError, ValueError, MemoryError) as e:  # msg.WireError is a ValueError
                 self._err("registration: %r" % e)
             finally:
-                _drop("msg", "cbor_ext")
-                msg = None  # type: ignore[assignment]  # not kept through the sleep
+                _drop("register", "msg", "cbor_dec")
+                register = None  # type: ignore[assignment]  # not kept through the sleep
             await asyncio.sleep(delay)
             delay = min(delay * 2, 60)
 

@@ -7,9 +7,9 @@
 #
 # Types: int (bignum tags 2/3 beyond 64 bits), float, str, bytes, list (tuples
 # encode as arrays), dict, bool, None, Tag, Simple (undefined is UNDEFINED).
-# The decoder, tags, simple values and bignums are in cbor_ext.py, imported on first use
-# only (cbor.loads, cbor.Tag, cbor.Simple and cbor.UNDEFINED lead there): the encoder is what
-# a device uses all the time (reports, logs).
+# The encoder is what a device uses all the time (reports, logs); the decoder is in
+# cbor_dec.py (cbor.loads imports it) and tags, simple values and bignums in cbor_ext.py
+# (cbor.Tag, cbor.Simple, cbor.UNDEFINED lead there), both imported on first use only.
 #
 # Memory: dumps() appends to a caller-supplied bytearray so one buffer can be
 # reused for every report; loads() reads through a memoryview without copying
@@ -193,9 +193,9 @@ def dumps(obj, out=None):
 def loads(data):
     """Decode one CBOR item that must fill `data` exactly (CBORError on anything else).
 
-    The decoder is cbor_ext.py, imported on the first call: a device decodes only around a
-    registration, a new desired document and an app's start, and can drop cbor_ext from
-    sys.modules after those (agent.py does)."""
-    import cbor_ext
+    The decoder is cbor_dec.py, imported on the first call: a device decodes only around a
+    registration, a new desired document and an app's start, and can drop cbor_dec from
+    sys.modules after those (agent.py and supervisor.py do)."""
+    import cbor_dec
 
-    return cbor_ext.loads(data)
+    return cbor_dec.loads(data)

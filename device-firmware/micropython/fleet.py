@@ -29,6 +29,13 @@ def run():
     import agent
 
     gc.collect()
+    # Collect after every heap/16 bytes allocated (4 KB of a 64 KB heap), not only when an
+    # allocation fails: garbage then never piles up among live objects, and a small heap
+    # stays less fragmented (the firmware loads and drops modules as it goes). "gcThreshold"
+    # in device.json sets it in bytes; 0 turns it off.
+    thr = cfg.get("gcThreshold", (gc.mem_free() + gc.mem_alloc()) // 16)
+    if thr:
+        gc.threshold(thr)
     try:
         asyncio.run(agent.Agent(cfg, wdt).run())
     except Exception as e:  # fatal: start over from a clean boot

@@ -117,8 +117,8 @@ class App:
         p = self.path
         with open(p + "/_c", "rb") as f:
             self.config, self.secrets = cbor.loads(f.read())
-        if "cbor_ext" in sys.modules:  # the decoder (cbor.loads) is not kept in RAM
-            del sys.modules["cbor_ext"]
+        if "cbor_dec" in sys.modules:  # the decoder (cbor.loads) is not kept in RAM
+            del sys.modules["cbor_dec"]
         gc.collect()  # compiling the entry module needs contiguous blocks (1 KB and more)
         before = list(sys.modules)
         saved = sys.modules.pop(self.entry, None)

@@ -10,7 +10,10 @@ import json
 import sys
 
 sys.path.insert(0, sys.argv[1])
+# cbor.loads() imports cbor_dec on first use: compiled from source only then, with the
+# vectors in RAM, it would not fit the 64 KiB heap, so it is imported here.
 import cbor
+import cbor_dec  # noqa: F401
 import wire
 
 INF = float("inf")

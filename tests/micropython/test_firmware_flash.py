@@ -69,11 +69,11 @@ def test_mpy_plan_builds_importable_firmware(tmp_path: Path, micropython_bin: st
         if Path(cmd[0]).name == "mpy-cross":
             subprocess.run(cmd, check=True)
     env = dict(os.environ, MICROPYPATH=f".frozen:{build}")
-    # every module that the agent imports only when needed (sysinfo, msg, applier, store,
-    # versions, cbor_ext) must import from the .mpy build too; arch() is in sysinfo.py
+    # every module that the agent imports only when needed (register, msg, applier, store,
+    # versions, cbor_dec, cbor_ext) must import from the .mpy build too
     code = (
-        "import agent, supervisor, sysinfo, msg, applier, store, versions, cbor_ext;"
-        " print(agent.VERSION, sysinfo.arch())"
+        "import agent, supervisor, register, msg, applier, store, versions, cbor_dec, cbor_ext;"
+        " print(agent.VERSION, register.arch())"
     )
     argv = [micropython_bin, "-X", "heapsize=128k", "-c", code]
     proc = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
