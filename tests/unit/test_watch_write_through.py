@@ -8,7 +8,7 @@ from fleetlet.server.store.watch import ADDED, MODIFIED, Watcher, WatchEvent, Wa
 
 
 def _event(rev: int, type_: str = ADDED) -> WatchEvent:
-    return WatchEvent(type_, "configmaps", "default", f"c{rev}", rev, '{"n":%d}' % rev)
+    return WatchEvent(type_, "configmaps", "default", f"c{rev}", rev, f'{{"n":{rev}}}')
 
 
 async def test_caught_up_events_are_written_through_in_order() -> None:
