@@ -189,9 +189,9 @@ class StatusSync:
                         self._entries.pop(key, None)
                     else:
                         log.warning("status patch of %s refused: %s", key, res)
-                        e.pending.clear()
-                        e.volatile.clear()
-                    self._dirty.discard(key)
+                        _drop_sent(e, body)
+                    if key not in self._entries or not (e.pending or e.volatile):
+                        self._dirty.discard(key)
                     if e.persisted:
                         delivered.append(key)
                     continue
@@ -201,11 +201,11 @@ class StatusSync:
                 self.writes += 1
                 done += 1
                 e.written.update(body)
-                e.pending.clear()
-                e.volatile.clear()
+                _drop_sent(e, body)
                 e.last_write = now
-                self._dirty.discard(key)
-                self._unsaved.discard(key)
+                if not (e.pending or e.volatile):  # else it changed while the write was in flight
+                    self._dirty.discard(key)
+                    self._unsaved.discard(key)
                 if e.persisted:
                     delivered.append(key)
                     e.persisted = False
@@ -254,6 +254,15 @@ class StatusSync:
         """On shutdown: everything still pending goes to the local store."""
         self._unsaved.update(k for k in self._dirty if k in self._entries)
         await self._persist(self.clock(), [], force=True)
+
+
+def _drop_sent(e: _Entry, body: Obj) -> None:
+    """Forget the pending fields ``body`` carried; fields updated since it was made stay."""
+    for k, v in body.items():
+        if k in e.pending and e.pending[k] == v:
+            del e.pending[k]
+        if k in e.volatile and e.volatile[k] == v:
+            del e.volatile[k]
 
 
 def _is_connection_failure(exc: BaseException) -> bool:

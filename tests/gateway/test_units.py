@@ -258,3 +258,36 @@ def test_device_table_registration_and_liveness() -> None:
     expired = table.authorize("d", "h")
     assert isinstance(expired, Refusal) and expired.code == "UNAUTHORIZED"
     assert table.upsert("d", credential_hash("new"))  # a new credential voids the registration
+
+
+async def test_status_changed_while_its_write_is_in_flight_is_written_next() -> None:
+    """A registration that lands while the previous patch of the same device is on its way
+    (a server that just came back answers slowly) must not be lost when that write succeeds."""
+    import asyncio
+
+    class SlowWriter(Writer):
+        def __init__(self) -> None:
+            super().__init__()
+            self.gate = asyncio.Event()
+
+        async def patch_status(
+            self, plural: str, namespace: str | None, name: str, status: dict[str, Any]
+        ) -> None:
+            await self.gate.wait()
+            await super().patch_status(plural, namespace, name, status)
+
+    w = SlowWriter()
+    sync = StatusSync(w, None, volatile_interval=0)
+    key = object_key("devices", None, "d")
+    sync.update(key, {"phase": "Online", "bootCount": 1}, {"lastSeen": "t1"})
+    first = asyncio.create_task(sync.flush())
+    await asyncio.sleep(0.01)  # the write is in flight
+    sync.update(key, {"bootCount": 2}, {"lastSeen": "t2"})
+    w.gate.set()
+    assert await first == 1
+    assert w.server[key] == {"phase": "Online", "bootCount": 1, "lastSeen": "t1"}
+    assert sync.pending_count() == 1  # the newer fields wait for the next tick
+    await sync.flush()
+    assert w.server[key] == {"phase": "Online", "bootCount": 2, "lastSeen": "t2"}
+    assert w.calls[-1] == (key, {"bootCount": 2, "lastSeen": "t2"})
+    assert sync.pending_count() == 0
