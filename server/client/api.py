@@ -18,11 +18,12 @@ from .. import jsoncodec
 from .config import ClientConfig, normalize_server
 from .errors import REASONS, ApiError, ConnectionFailed
 from .resources import API_VERSION, REGISTRY, ResourceType
+from .resources import KindLike as KindLike
+from .resources import resource_type as resource_type
 
 log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
-KindLike = str | ResourceType
 
 DEFAULT_NAMESPACE = "default"
 USER_AGENT = "fleetlet-client/0.1"
@@ -38,10 +39,6 @@ class WatchEvent:
     def resource_version(self) -> str | None:
         rv = self.object.get("metadata", {}).get("resourceVersion")
         return str(rv) if rv is not None else None
-
-
-def resource_type(kind: KindLike) -> ResourceType:
-    return kind if isinstance(kind, ResourceType) else REGISTRY.resolve(kind)
 
 
 def resource_path(

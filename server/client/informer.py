@@ -22,12 +22,24 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
-from .api import ApiClient, KindLike, Obj, resource_type
 from .errors import ApiError, ConnectionFailed
+from .resources import KindLike, resource_type
 
 log = logging.getLogger(__name__)
+
+Obj = dict[str, Any]
+
+
+class ListWatchClient(Protocol):
+    """What an informer needs of a client: ``fleetlet.server.client.ApiClient`` (aiohttp), or the
+    gateway's own small one (``fleetlet.gateway.apiclient``), which keeps aiohttp out of it."""
+
+    async def list_all(self, *args: Any, **kwargs: Any) -> Obj: ...
+
+    def watch(self, *args: Any, **kwargs: Any) -> Any: ...
+
 
 AddHandler = Callable[[Obj], Awaitable[None] | None]
 UpdateHandler = Callable[[Obj, Obj], Awaitable[None] | None]
@@ -63,7 +75,7 @@ class Backoff:
 class Informer:
     def __init__(
         self,
-        client: ApiClient,
+        client: ListWatchClient,
         kind: KindLike,
         namespace: str | None = None,
         *,
@@ -76,9 +88,12 @@ class Informer:
         page_size: int = 500,
         backoff_initial: float = 0.5,
         backoff_max: float = 30.0,
+        slim: Callable[[Obj], Obj] | None = None,
     ):
         self.client = client
         self.resource = resource_type(kind)
+        # client-go's SetTransform: what the cache keeps of each object (handlers get it whole).
+        self.slim = slim
         self.namespace = namespace
         self.label_selector = label_selector
         self.field_selector = field_selector
@@ -193,8 +208,10 @@ class Informer:
         self.relists += 1
         fresh: dict[str, Obj] = {object_key(o): o for o in listing.get("items") or []}
         old = self.cache
-        self.cache = dict(fresh)
+        slim = self.slim
+        self.cache = {key: slim(obj) for key, obj in fresh.items()} if slim else dict(fresh)
         self.resource_version = str((listing.get("metadata") or {}).get("resourceVersion") or "") or None
+        del listing  # with slim, the whole objects need not outlive the handlers
         for key, obj in old.items():
             if key not in fresh:
                 await self._call(_DELETE, obj)
@@ -239,7 +256,7 @@ class Informer:
             self.cache.pop(key, None)
             await self._call(_DELETE, obj)
             return
-        self.cache[key] = obj
+        self.cache[key] = self.slim(obj) if self.slim else obj
         if old is None:
             await self._call(_ADD, obj)
         else:
@@ -298,7 +315,7 @@ class SharedInformers:
     share the cache too, so they must treat cached objects as read-only (client-go's rule).
     """
 
-    def __init__(self, client: ApiClient) -> None:
+    def __init__(self, client: ListWatchClient) -> None:
         self.client = client
         self._informers: dict[tuple[str, str | None, str | None, str | None], Informer] = {}
         self._tasks: dict[Informer, asyncio.Task[None]] = {}

@@ -98,3 +98,10 @@ REGISTRY = ResourceRegistry()
 
 def resolve(name: str) -> ResourceType:
     return REGISTRY.resolve(name)
+
+
+KindLike = str | ResourceType
+
+
+def resource_type(kind: KindLike) -> ResourceType:
+    return kind if isinstance(kind, ResourceType) else REGISTRY.resolve(kind)
