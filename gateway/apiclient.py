@@ -31,14 +31,19 @@ from urllib.parse import quote, urlencode, urlsplit
 
 from fleetlet.server.client.config import normalize_server
 from fleetlet.server.client.errors import REASONS, ApiError, ConnectionFailed
-from fleetlet.server.client.resources import REGISTRY, ResourceType
+from fleetlet.server.client.resources import (
+    DEFAULT_NAMESPACE,
+    REGISTRY,
+    KindLike,
+    resource_path,
+    resource_type,
+)
 
 log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
-KindLike = str | ResourceType
 
-DEFAULT_NAMESPACE = "default"
+
 USER_AGENT = "fleetlet-gateway/0.1"
 MERGE_PATCH = "application/merge-patch+json"
 MAX_CONNECTIONS = 32  # requests in flight at once (status flushes send 32 patches together)
@@ -50,29 +55,6 @@ MAX_HEADER_BYTES = 64 * 1024
 class WatchEvent:
     type: str  # ADDED, MODIFIED, DELETED, BOOKMARK (ERROR events are raised as ApiError)
     object: Obj
-
-
-def resource_type(kind: KindLike) -> ResourceType:
-    return kind if isinstance(kind, ResourceType) else REGISTRY.resolve(kind)
-
-
-def resource_path(
-    rt: ResourceType, namespace: str | None = None, name: str | None = None, subresource: str | None = None
-) -> str:
-    """The URL path of a collection or an object; ``namespace=None`` on a namespaced list means all."""
-    if rt.namespaced and namespace:
-        path = f"/api/v1/namespaces/{quote(namespace, safe='')}/{rt.plural}"
-    elif rt.namespaced and name is not None:
-        path = f"/api/v1/namespaces/{DEFAULT_NAMESPACE}/{rt.plural}"
-    else:
-        path = f"/api/v1/{rt.plural}"
-    if name is not None:
-        if not name:
-            raise ValueError("an object name must not be empty")
-        path += "/" + quote(name, safe="")
-        if subresource:
-            path += "/" + subresource
-    return path
 
 
 class _Conn:

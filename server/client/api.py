@@ -10,22 +10,22 @@ import socket
 from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
 import aiohttp
 
 from .. import jsoncodec
 from .config import ClientConfig, normalize_server
 from .errors import REASONS, ApiError, ConnectionFailed
-from .resources import API_VERSION, REGISTRY, ResourceType
+from .resources import API_VERSION, DEFAULT_NAMESPACE, REGISTRY, ResourceType
 from .resources import KindLike as KindLike
+from .resources import resource_path as resource_path
 from .resources import resource_type as resource_type
 
 log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
 
-DEFAULT_NAMESPACE = "default"
+
 USER_AGENT = "fleetlet-client/0.1"
 MERGE_PATCH = "application/merge-patch+json"
 
@@ -39,25 +39,6 @@ class WatchEvent:
     def resource_version(self) -> str | None:
         rv = self.object.get("metadata", {}).get("resourceVersion")
         return str(rv) if rv is not None else None
-
-
-def resource_path(
-    rt: ResourceType, namespace: str | None = None, name: str | None = None, subresource: str | None = None
-) -> str:
-    """The URL path of a collection or an object; ``namespace=None`` on a namespaced list means all."""
-    if rt.namespaced and namespace:
-        path = f"/api/v1/namespaces/{quote(namespace, safe='')}/{rt.plural}"
-    elif rt.namespaced and name is not None:
-        path = f"/api/v1/namespaces/{DEFAULT_NAMESPACE}/{rt.plural}"
-    else:
-        path = f"/api/v1/{rt.plural}"
-    if name is not None:
-        if not name:
-            raise ValueError("an object name must not be empty")
-        path += "/" + quote(name, safe="")
-        if subresource:
-            path += "/" + subresource
-    return path
 
 
 def _describe_os_error(exc: BaseException) -> str:

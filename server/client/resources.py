@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from urllib.parse import quote
 
 GROUP = "fleetlet.io"
 API_VERSION = "fleetlet.io/v1"
@@ -105,3 +106,25 @@ KindLike = str | ResourceType
 
 def resource_type(kind: KindLike) -> ResourceType:
     return kind if isinstance(kind, ResourceType) else REGISTRY.resolve(kind)
+
+
+DEFAULT_NAMESPACE = "default"
+
+
+def resource_path(
+    rt: ResourceType, namespace: str | None = None, name: str | None = None, subresource: str | None = None
+) -> str:
+    """The URL path of a collection or an object; ``namespace=None`` on a namespaced list means all."""
+    if rt.namespaced and namespace:
+        path = f"/api/v1/namespaces/{quote(namespace, safe='')}/{rt.plural}"
+    elif rt.namespaced and name is not None:
+        path = f"/api/v1/namespaces/{DEFAULT_NAMESPACE}/{rt.plural}"
+    else:
+        path = f"/api/v1/{rt.plural}"
+    if name is not None:
+        if not name:
+            raise ValueError("an object name must not be empty")
+        path += "/" + quote(name, safe="")
+        if subresource:
+            path += "/" + subresource
+    return path
