@@ -7,8 +7,11 @@ Each pass lists fleetlet containers by label and, per desired workload:
 - restarts exited containers per restartPolicy with exponential backoff (kubelet's
   CrashLoopBackOff: 10 s doubling to 5 min, reset after a long enough run).
 
-Adoption needs nothing special: on start the first pass finds running containers with the
-desired spec hash and keeps them. Restart counts and backoff deadlines come from the state file.
+Adoption: on start the first pass with a desired state finds running containers with the
+desired spec hash and keeps them. Until the first desired state arrives (the gateway may be
+slow or away when the agent restarts), nothing is created, restarted or removed: an empty
+"desired" that merely has not been heard yet must not wipe the device (the kubelet waits for
+its sources in the same way). Restart counts and backoff deadlines come from the state file.
 When the engine is away (dockerd restarting), a pass raises EngineUnavailable; the loop
 backs off and retries, then rebuilds everything from labels. No state is dropped meanwhile.
 """
@@ -80,6 +83,9 @@ class Reconciler:
         self.on_change = on_change
         self.desired: dict[str, WorkloadSpec] = {}
         self.desired_gen = 0
+        # False until set_desired() was called once: before that, an empty desired map means
+        # "not heard yet", not "run nothing", so no container is removed.
+        self.has_desired = False
         self.applied_gen = 0
         self.actual: dict[str, list[ContainerInfo]] = {}
         self.engine_error = ""
@@ -98,6 +104,7 @@ class Reconciler:
     def set_desired(self, workloads: list[WorkloadSpec], gen: int | None = None) -> None:
         self.desired = {w.uid: w for w in workloads}
         self.desired_gen = gen if gen is not None else self.desired_gen + 1
+        self.has_desired = True
         self.wake()
 
     def wake(self) -> None:
@@ -159,14 +166,14 @@ class Reconciler:
         async with self._lock:
             # A snapshot: set_desired() may run while this pass awaits the engine, and the
             # generation reported as applied must be the one this pass worked on.
-            gen, desired = self.desired_gen, dict(self.desired)
+            gen, desired, known = self.desired_gen, dict(self.desired), self.has_desired
             actual = await self.runtime.list_workloads()
             for uid, infos in actual.items():
-                if uid not in desired:
+                if uid not in desired and known:
                     log.info("removing undesired workload %s (%d containers)", uid, len(infos))
                     await self.runtime.delete_workload(uid)
             for uid in list(self.state.workloads):
-                if uid not in desired:
+                if uid not in desired and known:
                     self.state.forget(uid)
             for uid in list(self._waiting):
                 if uid not in desired:

@@ -46,8 +46,15 @@ async def test_agent_restart_adopts_containers_without_restarting_them(
     saved = json.loads((first.data_dir / "state.json").read_text())
     assert saved["workloads"][crashy.uid]["containers"]["c"]["restarts"] == restarts_before
 
-    # A new agent process (same data dir) with a desired state that no longer has "gone".
+    # A new agent process (same data dir). Its desired state arrives later, over CoAP: until
+    # then it must leave every container alone (an empty "desired" only means "not heard yet").
     second = make_agent(data_dir=first.data_dir)
+    await second.reconciler.wait_pass(3)
+    waiting = {c.id: c.attrs["State"]["StartedAt"] for c in _by_uid(docker_client, steady.uid)}
+    assert waiting == before
+    assert _by_uid(docker_client, gone.uid), "removed before the desired state was known"
+    assert _by_uid(docker_client, crashy.uid)
+    # The desired state arrives and no longer has "gone".
     await second.apply(steady, crashy)
     await second.reconciler.wait_pass(3)
     after = {c.id: c.attrs["State"]["StartedAt"] for c in _by_uid(docker_client, steady.uid)}
