@@ -1,11 +1,13 @@
 """Provider interfaces, in the style of virtual-kubelet's ``PodLifecycleHandler`` and ``NodeProvider``.
 
-The gateway's upstream half (gateway/upstream.py, gateway/node.py) watches the API and calls a
-:class:`WorkloadProvider` for every Workload bound to one of its devices; it asks a
-:class:`NodeProvider` what to report on the Gateway object. The CoAP device provider
-(gateway/coap_provider.py) is one implementation: it turns Workloads into per-device
-desired documents. Another transport (say MQTT, or OSCORE-only devices) would be another
-implementation of the same two protocols.
+The gateway's upstream half (gateway/upstream.py) watches the API and calls a
+:class:`WorkloadProvider` for every Workload bound to one of its devices, tells a
+:class:`DeviceSource` about its Devices, and asks a :class:`NodeProvider` what to report on
+the Gateway object; :class:`GatewayProvider` is the three together, which is all the upstream
+knows of a provider. The CoAP device provider (gateway/coap_provider.py) is one
+implementation: it turns Workloads into per-device desired documents. Another transport (say
+MQTT, or OSCORE-only devices) would be another implementation of the same protocols
+(tests/gateway/test_upstream.py plugs in a second one).
 
 Workloads and devices are passed as the API's JSON objects (``dict``), as virtual-kubelet
 passes ``*v1.Pod``.
@@ -13,6 +15,7 @@ passes ``*v1.Pod``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 Obj = dict[str, Any]
@@ -69,4 +72,18 @@ class NodeProvider(Protocol):
 
     async def ping(self) -> None:
         """Raise if the provider cannot serve devices (its transport is down)."""
+        ...
+
+
+@runtime_checkable
+class GatewayProvider(WorkloadProvider, DeviceSource, NodeProvider, Protocol):
+    """Everything the upstream (gateway/upstream.py) needs from a provider, and nothing more:
+    the three protocols above, the hook it sets to hear that Online devices or capacity
+    changed, and :meth:`go_live`. The upstream depends on this, never on a concrete provider."""
+
+    on_node_changed: Callable[[], None]
+
+    async def go_live(self, known_uids: set[str] | None = None) -> None:
+        """The informers have synced; ``known_uids`` are the Workloads bound right now. Until
+        this is called a provider serves what it loaded from its local store unchanged."""
         ...

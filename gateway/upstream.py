@@ -24,8 +24,8 @@ from .status_sync import StatusSync, now_rfc3339, object_key
 
 if TYPE_CHECKING:
     from .apiclient import ApiClient
-    from .coap_provider import CoapDeviceProvider
     from .informer import Informer
+    from .provider import GatewayProvider
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class Upstream:
         self._gateway_status: Obj = {}
         self._event_last: dict[tuple[str, str], float] = {}
         self.status: StatusSync | None = None
-        self.provider: CoapDeviceProvider | None = None
+        self.provider: GatewayProvider | None = None
         self.devices: Informer | None = None
         self.workloads: Informer | None = None
 
@@ -253,7 +253,7 @@ class Upstream:
 
     # ---- informers -----------------------------------------------------------------------
 
-    def attach(self, provider: CoapDeviceProvider, status: StatusSync) -> None:
+    def attach(self, provider: GatewayProvider, status: StatusSync) -> None:
         from .informer import Informer, slim_object
 
         self.provider = provider
