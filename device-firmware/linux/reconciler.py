@@ -60,6 +60,7 @@ class _Waiting:
     message: str
     streak: int
     retry_at: float
+    spec_hash: str = ""  # the spec that failed: a changed spec is tried at once
 
 
 class Reconciler:
@@ -200,7 +201,7 @@ class Reconciler:
         stale = [i for i in infos if i.spec_hash != want_hash or i.container not in names]
         if not infos or stale:
             waiting = self._waiting.get(spec.uid)
-            if waiting is not None and time.time() < waiting.retry_at:
+            if waiting is not None and waiting.spec_hash == want_hash and time.time() < waiting.retry_at:
                 return
             try:
                 if infos:
@@ -210,7 +211,7 @@ class Reconciler:
                     log.info("creating workload %s generation %d", spec.name, spec.generation)
                     await self.runtime.create_workload(spec)
             except EngineError as exc:
-                self._set_waiting(spec.uid, exc.reason, str(exc))
+                self._set_waiting(spec.uid, exc.reason, str(exc), want_hash)
                 return
             self._waiting.pop(spec.uid, None)
             # A new spec is a new pod: its restart history starts over.
@@ -237,19 +238,21 @@ class Reconciler:
             try:
                 await self.runtime.create_containers(spec, missing)
             except EngineError as exc:
-                self._set_waiting(spec.uid, exc.reason, str(exc))
+                self._set_waiting(spec.uid, exc.reason, str(exc), want_hash)
                 return
         for name, group in by_name.items():
             await self._handle_container(spec, group[0], rec.container(name))
 
-    def _set_waiting(self, uid: str, reason: str, message: str) -> None:
+    def _set_waiting(self, uid: str, reason: str, message: str, spec_hash: str) -> None:
         prev = self._waiting.get(uid)
+        if prev is not None and prev.spec_hash != spec_hash:
+            prev = None  # a new spec starts a fresh streak
         streak = (prev.streak if prev else 0) + 1
         delay = max(self.backoff.delay(streak + 1), 0.0)
         if reason == "ErrImagePull" and prev is not None:
             reason = "ImagePullBackOff"
         log.warning("workload %s waiting (%s): %s; retry in %.1fs", uid, reason, message, delay)
-        self._waiting[uid] = _Waiting(reason, message, streak, time.time() + delay)
+        self._waiting[uid] = _Waiting(reason, message, streak, time.time() + delay, spec_hash)
 
     async def _handle_container(self, spec: WorkloadSpec, info: ContainerInfo, rec: ContainerRecord) -> None:
         if info.running:

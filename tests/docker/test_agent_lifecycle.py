@@ -9,6 +9,7 @@ from pathlib import Path
 
 import docker
 import pytest
+from fleetlet.agent.reconciler import Backoff
 from fleetlet.agent.runtime import (
     LABEL_CONTAINER,
     LABEL_GENERATION,
@@ -147,3 +148,37 @@ async def test_secrets_as_files_and_env(
     await agent.apply()
     await wait_until(lambda: not _containers(docker_client, spec.uid), what="removed")
     assert not await asyncio.to_thread(host_dir.exists)
+
+
+async def test_containers_start_together_or_not_at_all(
+    make_agent: AgentFactory, busybox_image: str, docker_client: docker.DockerClient
+) -> None:
+    from tests.fixtures.ports import free_tcp_port
+
+    # A long pull backoff: the fixed spec below must not wait it out (a new spec retries at once).
+    agent = make_agent(backoff=Backoff(initial=600.0, maximum=600.0))
+    uid = "11111111-aaaa-4bbb-8ccc-000000000002"
+    # The second image cannot be pulled (nothing listens on that loopback port): the first
+    # container must not start alone.
+    missing = f"127.0.0.1:{free_tcp_port()}/fleetlet/missing:1"
+    pair = [
+        {"name": "web", "image": busybox_image, "command": ["sleep", "3600"]},
+        {"name": "side", "image": missing, "command": ["sleep", "3600"]},
+    ]
+    await agent.apply(workload("duo", pair, uid=uid, generation=1))
+    await wait_until(
+        lambda: agent.reconciler.report(uid).reason in ("ErrImagePull", "ImagePullBackOff"),
+        what="pull failure reported",
+    )
+    await agent.reconciler.wait_pass(3)
+    assert _containers(docker_client, uid) == []
+    report = agent.reconciler.report(uid)
+    assert report.state == "Waiting" and not report.ready
+    assert missing in report.message
+    assert int(report.to_wire().state) == 1  # WorkloadState.FETCHING
+
+    # Fixed in generation 2: both start.
+    pair[1]["image"] = busybox_image
+    await agent.apply(workload("duo", pair, uid=uid, generation=2))
+    await wait_until(lambda: agent.reconciler.report(uid).state == "Running", what="both running")
+    assert {c.labels[LABEL_CONTAINER] for c in _containers(docker_client, uid)} == {"web", "side"}

@@ -107,6 +107,49 @@ async def test_failing_liveness_probe_restarts_container(
     assert agent.reconciler.report(spec.uid).state == "Running"
 
 
+@pytest.mark.parametrize("kind", ["http", "tcp"])
+async def test_failing_http_and_tcp_liveness_probes_restart_container(
+    make_agent: AgentFactory, busybox_image: str, kind: str
+) -> None:
+    from tests.fixtures.ports import free_tcp_port
+
+    agent = make_agent()
+    port = free_tcp_port()
+    serve = f"httpd -f -p 127.0.0.1:{port} -h /www"
+    # The first run serves, then breaks: http answers 404 (the file is gone), tcp stops
+    # listening. The restarted container (same filesystem) finds /tmp/started and just serves.
+    breaker = "busybox rm /www/healthz" if kind == "http" else "kill $pid"
+    script = (
+        f"mkdir -p /www; echo ok > /www/healthz; if [ -e /tmp/started ]; then exec {serve}; fi; "
+        f"echo > /tmp/started; {serve} & pid=$!; sleep 2; {breaker}; exec sleep 3600"
+    )
+    timing = {"initialDelaySeconds": 0.5, "periodSeconds": 0.2, "failureThreshold": 2}
+    probe = (
+        {"httpGet": {"path": "/healthz", "port": port}, **timing}
+        if kind == "http"
+        else {"tcpSocket": {"port": port}, **timing}
+    )
+    spec = workload(
+        f"sick-{kind}",
+        [{"name": "app", "image": busybox_image, "command": ["sh", "-c", script], "livenessProbe": probe}],
+    )
+    await agent.apply(spec)
+    await wait_until(lambda: agent.reconciler.report(spec.uid).restarts >= 1, what=f"{kind} liveness restart")
+    await wait_until(lambda: agent.reconciler.report(spec.uid).state == "Running", what="running again")
+    rec = agent.reconciler.state.workloads[spec.uid].containers["app"]
+    assert rec.last_reason == "Unhealthy"
+    assert rec.last_exit_code in (137, 143)  # stopped by the agent, not exited by itself
+    assert "liveness probe failed" in rec.last_message
+    if kind == "http":
+        assert "answered 404" in rec.last_message, rec.last_message
+    else:
+        assert "tcp probe failed" in rec.last_message, rec.last_message
+    # The restarted container serves again: the probe passes and no further restart happens.
+    await agent.reconciler.wait_pass(15)
+    assert agent.reconciler.report(spec.uid).restarts == 1
+    assert agent.reconciler.report(spec.uid).state == "Running"
+
+
 async def test_readiness_probe_gates_ready(make_agent: AgentFactory, busybox_image: str) -> None:
     agent = make_agent()
     from tests.fixtures.ports import free_tcp_port
