@@ -16,8 +16,10 @@ from typing import Any
 
 import aiocoap
 import aiocoap.resource
+import docker
 import pytest
 from aiocoap.numbers import ContentFormat
+from fleetlet.agent.runtime import LABEL_GENERATION, LABEL_UID
 from fleetlet.agent.session import AgentSession, SessionConfig
 from fleetlet.gateway.wire import (
     Container,
@@ -25,8 +27,10 @@ from fleetlet.gateway.wire import (
     DockerWorkload,
     Hello,
     LogBatch,
+    Probe,
     Registered,
     Report,
+    Resources,
     RestartPolicy,
     WorkloadState,
 )
@@ -104,18 +108,26 @@ async def gateway() -> AsyncIterator[FakeGateway]:
 
 
 def _doc(gen: int, image: str, command: tuple[str, ...]) -> DesiredDoc:
+    main = Container(
+        name="main",
+        image=image,
+        command=command,
+        env={"GREETING": "hello", "DB_PASSWORD": "from-a-secret"},  # the gateway resolves secrets
+        resources=Resources(memory=48 * 1024 * 1024, cpu=250),
+        liveness=Probe(exec=("true",), period=1),
+    )
     wl = DockerWorkload(
         uid="5e551011-0000-4000-8000-00000000abcd",
         name="default/echo",
         generation=gen,
         restart_policy=RestartPolicy.ALWAYS,
-        containers=(Container(name="main", image=image, command=command),),
+        containers=(main,),
     )
     return DesiredDoc(gen=gen, workloads=(wl,))
 
 
 async def test_agent_registers_observes_desired_reports_and_serves_logs(
-    make_agent: AgentFactory, gateway: FakeGateway, busybox_image: str
+    make_agent: AgentFactory, gateway: FakeGateway, busybox_image: str, docker_client: docker.DockerClient
 ) -> None:
     agent = make_agent()
     agent_port = free_udp_port()
@@ -156,8 +168,29 @@ async def test_agent_registers_observes_desired_reports_and_serves_logs(
 
         await wait_until(lambda: running(1), what="report of the running workload")
 
-        # Logs on demand: the gateway GETs them from the agent's own endpoint.
+        # What came over the wire is what the engine runs: labels, env, limits.
         uid = "5e551011-0000-4000-8000-00000000abcd"
+        (ctr,) = docker_client.containers.list(all=True, filters={"label": f"{LABEL_UID}={uid}"})
+        assert ctr.labels[LABEL_UID] == uid and ctr.labels[LABEL_GENERATION] == "1"
+        env = ctr.attrs["Config"]["Env"]
+        assert "GREETING=hello" in env and "DB_PASSWORD=from-a-secret" in env
+        assert ctr.attrs["HostConfig"]["Memory"] == 48 * 1024 * 1024
+        assert ctr.attrs["HostConfig"]["NanoCpus"] == 250_000_000
+        assert all("from-a-secret" not in v for v in ctr.labels.values())
+
+        # Per-container CPU and memory use travel in the report's metrics.
+        def has_usage() -> bool:
+            rep = gateway.last_report()
+            return bool(
+                rep and {"default/echo/main/cpu_pct", "default/echo/main/mem_bytes"} <= set(rep.metrics)
+            )
+
+        await wait_until(has_usage, what="usage metrics in a report")
+        rep = gateway.last_report()
+        assert rep is not None and rep.metrics["default/echo/main/mem_bytes"] > 0
+        assert rep.metrics["default/echo/main/cpu_pct"] >= 0
+
+        # Logs on demand: the gateway GETs them from the agent's own endpoint.
         batch = await session.log_batch(uid, "main", 10)
         assert batch is not None
         # Two pipes: docker stamps each line as it reads it, so the cross-stream order may vary.
