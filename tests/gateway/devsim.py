@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from types import TracebackType
 from typing import Any
 
@@ -84,7 +84,7 @@ class DeviceSim:
         assert resp.code == Code.CONTENT, (resp.code, resp.payload)
         return DesiredDoc.from_cbor(resp.payload), bytes(resp.opt.etag)
 
-    async def observe(self) -> AsyncIterator[tuple[DesiredDoc, bytes]]:
+    async def observe(self) -> AsyncGenerator[tuple[DesiredDoc, bytes], None]:
         """Yields the document on every notification (the first one included)."""
         msg = Message(code=Code.GET, uri=f"{self.base}/d/{self.name}/desired", observe=0)
         req = self.ctx.request(msg)
