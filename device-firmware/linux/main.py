@@ -118,17 +118,86 @@ async def _gc_loop(gc: ImageGC, interval: float) -> None:
             log.warning("image GC failed: %s", exc)
 
 
+_DESCRIPTION = """\
+Run the fleetlet SBC agent on this device: register with the gateway over CoAP, run the
+workloads the gateway assigns on the local Docker Engine (through the docker SDK), restart
+them per restartPolicy with backoff, run their probes, and report their state, exit codes,
+restarts and CPU/memory use. Containers keep running when the agent stops; a restarted agent
+adopts them without restarting them."""
+
+_EPILOG = """\
+examples:
+  fleetlet agent --device pi-7 --gateway coap://gw.local:5683 --token-file /etc/fleetlet/token
+  fleetlet agent --config /etc/fleetlet/agent.yaml
+  # pull images of Docker Hub through the gateway's mirror (fleetlet gateway --registry-mirror
+  # --registry-mirror-listen 0.0.0.0:5001):
+  fleetlet agent --device pi-7 --gateway coap://gw.local --token-file /etc/fleetlet/token \\
+      --registry-mirror gw.local:5001
+
+--config YAML keys (dashes or underscores; flags override them):
+  device, gateway, token, board, docker_host, data_dir, registry_mirror, mirror_upstream,
+  report_interval, resync, stop_timeout, backoff_initial, backoff_max, stats_interval,
+  gc_interval, gc_high, gc_low, gc_measure (disk | images)
+
+The device's credential comes from `fleetlet device add` (or the Device's token). A mirror
+that is not plain HTTP on loopback must be listed in dockerd's insecure-registries, or serve TLS.
+"""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="fleetlet agent", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", help="YAML file with agent settings (flags override it)")
-    parser.add_argument("--device")
-    parser.add_argument("--gateway")
-    parser.add_argument("--token-file")
-    parser.add_argument("--docker-host")
-    parser.add_argument("--data-dir")
-    parser.add_argument("--registry-mirror")
-    parser.add_argument("--mirror-upstream")
-    parser.add_argument("-v", "--verbose", action="store_true")
+    parser = argparse.ArgumentParser(
+        prog="fleetlet agent",
+        description=_DESCRIPTION,
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", metavar="FILE", help="YAML file with agent settings (keys below)")
+    parser.add_argument("--device", metavar="NAME", help="this device's name, as registered (required)")
+    parser.add_argument(
+        "--gateway", metavar="URI", help="the gateway's CoAP base URI (default: coap://127.0.0.1:5683)"
+    )
+    parser.add_argument(
+        "--token-file",
+        metavar="FILE",
+        help="file holding the device's credential (kept off the command line)",
+    )
+    parser.add_argument(
+        "--board", metavar="PROFILE", help="board profile sent at registration (default: raspberry-pi-4)"
+    )
+    parser.add_argument(
+        "--docker-host",
+        metavar="URL",
+        help="the Docker Engine, e.g. unix:///run/docker.sock (default: DOCKER_HOST, else the local socket)",
+    )
+    parser.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="state file, secret and emptyDir volumes (default: /var/lib/fleetlet-agent)",
+    )
+    parser.add_argument(
+        "--registry-mirror",
+        metavar="HOST:PORT",
+        help="the gateway's pull-through registry mirror; images of --mirror-upstream are pulled "
+        "through it (falling back to the registry itself if the mirror fails)",
+    )
+    parser.add_argument(
+        "--mirror-upstream",
+        metavar="REGISTRY",
+        help="the registry the mirror fronts, as it appears in image names (default: docker.io)",
+    )
+    parser.add_argument(
+        "--gc-high",
+        type=float,
+        metavar="PERCENT",
+        help="image GC starts when the disk holding docker's data is fuller than this (default: 85)",
+    )
+    parser.add_argument(
+        "--gc-low",
+        type=float,
+        metavar="PERCENT",
+        help="image GC removes unused images, oldest first, down to this (default: 80)",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
@@ -137,15 +206,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.config:
         import yaml
 
-        raw = dict(yaml.safe_load(Path(args.config).read_text()) or {})
-    for key in ("device", "gateway", "docker_host", "data_dir", "registry_mirror", "mirror_upstream"):
-        if getattr(args, key):
+        try:
+            loaded = yaml.safe_load(Path(args.config).read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            parser.error(f"--config {args.config}: {exc}")
+        if loaded is not None and not isinstance(loaded, dict):
+            parser.error(f"--config {args.config}: expected a mapping of settings")
+        raw = dict(loaded or {})
+    for key in (
+        "device",
+        "gateway",
+        "board",
+        "docker_host",
+        "data_dir",
+        "registry_mirror",
+        "mirror_upstream",
+        "gc_high",
+        "gc_low",
+    ):
+        if getattr(args, key) is not None:
             raw[key] = getattr(args, key)
     if args.token_file:
-        raw["token"] = Path(args.token_file).read_text().strip()
+        try:
+            raw["token"] = Path(args.token_file).read_text().strip()
+        except OSError as exc:
+            parser.error(f"--token-file: {exc}")
     if not raw.get("device"):
         parser.error("--device (or device: in --config) is required")
-    config = AgentConfig.from_mapping(raw)
+    try:
+        config = AgentConfig.from_mapping(raw)
+    except (TypeError, ValueError) as exc:
+        parser.error(str(exc))
 
     async def runner() -> None:
         task = asyncio.current_task()

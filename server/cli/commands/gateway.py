@@ -66,9 +66,17 @@ def parse_labels(text: str | None) -> dict[str, str]:
     flag_value=DEFAULT_MIRROR_UPSTREAM,
     default=None,
     metavar="[UPSTREAM]",
-    help="Run a pull-through registry mirror (default upstream: Docker Hub).",
+    help="Run a pull-through cache of registry UPSTREAM (default: Docker Hub) with Debian's "
+    "docker-registry, so the devices behind this gateway fetch each image from upstream once. "
+    "Point agents at it: fleetlet agent --registry-mirror GATEWAY:PORT --mirror-upstream REGISTRY.",
 )
-@click.option("--registry-mirror-listen", default="127.0.0.1:5001", show_default=True, metavar="HOST:PORT")
+@click.option(
+    "--registry-mirror-listen",
+    default="127.0.0.1:5001",
+    show_default=True,
+    metavar="HOST:PORT",
+    help="Where the mirror listens (plain HTTP); use an address the devices reach.",
+)
 @click.option("--log-level", type=click.Choice(LOG_LEVELS), default="info", show_default=True)
 @pass_state
 def gateway_cmd(
