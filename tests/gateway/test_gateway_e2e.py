@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from aiocoap.numbers.codes import Code
-from fleetlet.gateway.wire import DesiredDoc, Report, WorkloadState, WorkloadStatus
+from fleetlet.gateway.wire import DesiredDoc, MicroPythonWorkload, Report, WorkloadState, WorkloadStatus
 
 from tests.fixtures import ServerProcess
 
@@ -124,6 +124,7 @@ async def test_delivery_blobs_and_report(cluster: Cluster, gateway: tuple[Server
         await dev.registered()
         doc, etag = await _doc_with(dev, 1)
         w = doc.workloads[0]
+        assert isinstance(w, MicroPythonWorkload)
         assert w.uid == created["metadata"]["uid"] and w.name == "default/dlv-app"
         assert [m.name for m in w.modules] == ["main.py", "lib.py"]
         assert dict(w.config) == {"interval": 5}
@@ -200,7 +201,9 @@ async def test_coap_client_interop(
     )
     assert raw in observed.read_bytes()
 
-    big = next(m for m in doc.workloads[0].modules if m.name == "big.py")
+    (w,) = doc.workloads
+    assert isinstance(w, MicroPythonWorkload)
+    big = next(m for m in w.modules if m.name == "big.py")
     assert big.size > 4096
     blob = tmp_path / "blob.bin"
     await asyncio.to_thread(
