@@ -212,9 +212,11 @@ INVALID: dict[str, list[tuple[str, Any, str]]] = {
     ],
     "registered": [
         ("negative-lifetime", {0: 1, 1: -5, 2: "/rd/x"}, "registered.lifetime: expected uint, got nint"),
+        ("version-2", {0: 2, 1: 60, 2: "/rd/x"}, "registered.v: unsupported protocol version 2"),
     ],
     "desired": [
         ("missing-gen", {0: 1}, "desired.gen: missing"),
+        ("version-2", {0: 2, 1: 1}, "desired.v: unsupported protocol version 2"),
         (
             "short-sha256",
             {
@@ -237,9 +239,11 @@ INVALID: dict[str, list[tuple[str, Any, str]]] = {
             "report.workloads[2].state: expected uint, got tstr",
         ),
         ("no-version", {1: 1}, "report.v: missing"),
+        ("version-2", {0: 2, 1: 1}, "report.v: unsupported protocol version 2"),
     ],
     "log_batch": [
         ("bad-stream", {0: 1, 1: "u", 3: [[1, 2, "x"]]}, "log-batch.lines[0].stream: unknown value 2"),
+        ("version-2", {0: 2, 1: "u", 3: []}, "log-batch.v: unsupported protocol version 2"),
     ],
     "blob_ref": [
         ("missing-size", {1: bytes(32), 3: "a"}, "blob-ref.size: missing"),
