@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 
@@ -120,3 +121,38 @@ async def test_server_restart_with_gateway_up(cluster: Cluster) -> None:
         await eventually(seven, "status from the gap after reconnection", timeout=60)
         assert (await dev.desired_raw(etag)).code == Code.VALID
     assert gw.is_running()
+
+
+async def test_reconnection_sends_devices_nothing_new(cluster: Cluster) -> None:
+    """A device observing its document through a server restart is not notified of anything
+    until a real change: the first notification after reconnection is the new workload, with
+    the old entry as it was. (Reconnecting must not rebuild documents: KubeEdge's complaint.)"""
+    token, config = await _setup(cluster, "gw-r3", "r3")
+    gw, port = cluster.start_gateway("gw-r3", token)
+    async with DeviceSim("r3", config["token"], port) as dev:
+        await dev.registered()
+        doc, etag = await _delivered(dev)
+        notes = dev.observe()
+        try:
+            first = await asyncio.wait_for(notes.__anext__(), 30)
+            assert first == (doc, etag)
+            cluster.stop_server()
+
+            async def kept() -> bool:
+                return "API server:" in gw.log_text()  # the lease loop found it gone
+
+            await eventually(kept, "the gateway to notice the server is gone")
+            cluster.start_server()
+            async with cluster.api() as api:
+                await api.create(micropython_workload("r3-later"))
+                await api.bind("default", "r3-later", "r3")
+            note_doc, note_etag = await asyncio.wait_for(notes.__anext__(), 60)
+        finally:
+            await notes.aclose()
+    # The first notification since the restart is the bind, not a rebuilt document.
+    assert note_doc.gen == doc.gen + 1 and note_etag != etag
+    old = {w.uid: w for w in doc.workloads}
+    entries = {w.uid: w for w in note_doc.workloads}
+    assert set(old) < set(entries) and len(entries) == 2
+    for uid, w in old.items():
+        assert entries[uid] == w  # same generation, same modules: nothing to restart
