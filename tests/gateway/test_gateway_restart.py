@@ -52,7 +52,8 @@ def _report(doc: Any, restarts: int) -> Report:
 
 async def _restarts(cluster: Cluster, name: str) -> int | None:
     async with cluster.api() as api:
-        return (await api.get("workloads", name, "default")).get("status", {}).get("restarts")
+        restarts = (await api.get("workloads", name, "default")).get("status", {}).get("restarts")
+    return None if restarts is None else int(restarts)
 
 
 async def _delivered(dev: DeviceSim) -> tuple[Any, bytes]:
