@@ -8,6 +8,10 @@ deploy.resources.limits, deploy.restart_policy.condition, working_dir, network_m
 together, as in a Pod; there is no ordering), container_name (names are the agent's),
 expose (host networking exposes every port), labels, version.
 
+Values are interpolated as compose does, from the environment of the shell running
+``fleetlet apply``: ``$VAR``, ``${VAR}``, ``${VAR:-default}``, ``${VAR-default}``,
+``${VAR:?message}``, ``${VAR?message}``; ``$$`` is a literal ``$`` (for the container's shell).
+
 Anything else is rejected in one ComposeError that lists every unsupported key per service,
 e.g. ``docker-compose.yml: service "web": unsupported keys: build, networks``, so the user
 fixes the file in one go. Extension keys (``x-*``) are ignored, as compose itself does.
@@ -115,6 +119,10 @@ def convert_compose(
         doc = dict(text)
     if not is_compose(doc):
         raise ComposeError(f"{source}: not a compose file (no top-level 'services')")
+    interpolation_problems: list[str] = []
+    doc = _interpolate(doc, os.environ, interpolation_problems, source)
+    if interpolation_problems:
+        raise ComposeError("\n".join(interpolation_problems))
     services = doc.get("services")
     if not isinstance(services, dict) or not services:
         raise ComposeError(f"{source}: 'services' must map service names to their settings")
@@ -157,6 +165,42 @@ def convert_compose(
     spec["restartPolicy"] = next(iter(policies)) if policies else "Always"
     workload = {"apiVersion": API_VERSION, "kind": "Workload", "metadata": metadata, "spec": spec}
     return ComposeResult(workload, warnings)
+
+
+_VAR_RE = re.compile(
+    r"\$(?:(?P<escaped>\$)|(?P<plain>[A-Za-z_][A-Za-z0-9_]*)"
+    r"|\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}|(?P<bad>))"
+)
+
+
+def _interpolate(value: Any, env: Mapping[str, str], problems: list[str], source: str) -> Any:
+    """compose's variable substitution over every string of the document (keys stay)."""
+    if isinstance(value, dict):
+        return {k: _interpolate(v, env, problems, source) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, env, problems, source) for v in value]
+    if not isinstance(value, str) or "$" not in value:
+        return value
+
+    def sub(m: re.Match[str]) -> str:
+        if m["escaped"]:
+            return "$"
+        if m["plain"]:
+            return env.get(m["plain"], "")
+        if m["braced"]:
+            name, op, arg = m["braced"], m["op"] or "", m["arg"] or ""
+            current = env.get(name)
+            unset = current is None or (op.startswith(":") and current == "")
+            if op.endswith("-"):
+                return arg if unset else str(current)
+            if op.endswith("?") and unset:
+                problems.append(f"{source}: required variable {name} is not set: {arg or 'no message'}")
+                return ""
+            return current or ""
+        problems.append(f"{source}: invalid interpolation in {value!r} (use $$ for a literal $)")
+        return ""
+
+    return _VAR_RE.sub(sub, value)
 
 
 def _label(text: str) -> str:

@@ -6,6 +6,8 @@ behind one gateway; and `fleetlet up --docker-host` starting the agent itself.
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -158,3 +160,188 @@ def test_up_starts_the_agent_with_docker(
         _remove_fleetlet_containers(docker_host)
     assert code == 0, up.text()
     assert processes_mentioning(str(data)) == []
+
+
+# --- `fleetlet apply -f docker-compose.yml` through server, gateway and agent ------------------
+
+
+@pytest.fixture
+def sbc(tmp_path: Path, fleetlet_bin: str, docker_host: str) -> Iterator[Fleet]:
+    """Server, gateway and one SBC agent (`fleetlet agent`, the real CLI) on the private dockerd."""
+    fleet = Fleet(tmp_path, fleetlet_bin)
+    agent: ServerProcess | None = None
+    try:
+        fleet.start_server()
+        asyncio.run(fleet.gateway_token(GW))
+        _, port = fleet.start_gateway(GW)
+        dev = asyncio.run(fleet.add_device("sbc-1", GW, port, board="raspberry-pi-4", runtimes=("docker",)))
+        (tmp_path / "token").write_text(dev["token"])
+        (tmp_path / "agent.yaml").write_text(yaml.safe_dump({"report_interval": 1, "resync": 0.5}))
+        agent = ServerProcess(
+            [
+                fleetlet_bin,
+                "agent",
+                "--config",
+                str(tmp_path / "agent.yaml"),
+                "--device",
+                "sbc-1",
+                "--gateway",
+                f"coap://127.0.0.1:{port}",
+                "--token-file",
+                str(tmp_path / "token"),
+                "--docker-host",
+                docker_host,
+                "--data-dir",
+                str(tmp_path / "sbc-1"),
+            ],
+            log_dir=tmp_path / "logs",
+            name="agent",
+        ).start()
+        yield fleet
+    finally:
+        if agent is not None:
+            agent.stop()
+        fleet.close()
+        _remove_fleetlet_containers(docker_host)
+
+
+COMPOSE = """
+services:
+  api:
+    image: {image}
+    # $$ is compose's escape for a literal $: the shell in the container expands $GREETING.
+    command:
+      - sh
+      - -c
+      - >-
+        mkdir -p /www; echo ok > /www/index.html; echo api $$GREETING;
+        exec httpd -f -p 127.0.0.1:{port} -h /www
+    environment:
+      GREETING: {greeting}
+    ports: ["{port}:{port}"]
+    mem_limit: 32m
+    cpus: 0.25
+    restart: on-failure
+    healthcheck:
+      test: ["CMD", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:{port}/index.html"]
+      interval: 1s
+      timeout: 1s
+      retries: 2
+  worker:
+    image: {image}
+    command: sh -c 'echo worker up; exec sleep 3600'
+    restart: on-failure
+"""
+
+
+def _get(url: str) -> bytes:
+    import urllib.request
+
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: no proxy
+    with opener.open(url, timeout=10) as resp:
+        return bytes(resp.read())
+
+
+def _stack(client: docker.DockerClient, uid: str) -> dict[str, Any]:
+    ctrs = client.containers.list(all=True, filters={"label": f"fleetlet.io/workload-uid={uid}"})
+    return {c.labels["fleetlet.io/container"]: c for c in ctrs}
+
+
+async def test_apply_compose_file_runs_updates_and_deletes_the_stack(
+    sbc: Fleet, busybox_image: str, docker_host: str, tmp_path: Path
+) -> None:
+    fleet = sbc
+    port = free_tcp_port()
+    folder = tmp_path / "Shop_App"  # compose's project name comes from the folder: "shop-app"
+    folder.mkdir()
+    compose = folder / "docker-compose.yml"
+    compose.write_text(COMPOSE.format(image=busybox_image, port=port, greeting="hello"))
+
+    # Unsupported keys are refused up front, all named, and nothing is created.
+    bad = folder / "bad-compose.yml"
+    bad.write_text(
+        f"services:\n  web:\n    image: {busybox_image}\n    build: .\n    privileged: true\n"
+        "    networks: [front]\n"
+    )
+    proc = await asyncio.to_thread(
+        subprocess.run,
+        [fleet.fleetlet, "apply", "-f", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **fleet.env},
+    )
+    assert proc.returncode != 0
+    assert 'service "web": unsupported keys: build, networks, privileged' in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+
+    out = await asyncio.to_thread(cli, fleet, "apply", "-f", str(compose))
+    assert "shop-app" in out
+
+    async def ready_after(generation: int) -> dict[str, Any] | None:
+        """The workload once the device runs its current generation (above ``generation``)."""
+        async with fleet.api() as api:
+            wl = await api.get("workloads", "shop-app", "default")
+        st = wl.get("status") or {}
+        conds = {c["type"]: c["status"] for c in st.get("conditions") or []}
+        current = wl["metadata"]["generation"]
+        ok = (
+            current > generation
+            and st.get("phase") == "Running"
+            and st.get("observedGeneration") == current
+            and conds.get("Ready") == "True"
+        )
+        return wl if ok else None
+
+    # (Binding to the device is a spec change too, so the generation is not 1 by then.)
+    wl = await eventually(lambda: ready_after(0), "the compose stack Running and Ready", timeout=120)
+    uid = wl["metadata"]["uid"]
+    assert wl["spec"]["deviceName"] == "sbc-1"
+    assert wl["spec"]["restartPolicy"] == "OnFailure"  # restart: on-failure
+    api_spec = next(c for c in wl["spec"]["containers"] if c["name"] == "api")
+    assert api_spec["livenessProbe"]["exec"]["command"][0] == "wget"  # the healthcheck
+    assert "readinessProbe" in api_spec
+    # ports: host networking, so the service answers on the host's loopback at its port.
+    body = await asyncio.to_thread(_get, f"http://127.0.0.1:{port}/index.html")
+    assert body == b"ok\n"
+    client = docker.DockerClient(base_url=docker_host)
+    try:
+        ctrs = _stack(client, uid)
+        assert set(ctrs) == {"api", "worker"}
+        api_c = ctrs["api"]
+        assert api_c.status == "running" and ctrs["worker"].status == "running"
+        assert "GREETING=hello" in api_c.attrs["Config"]["Env"]
+        assert api_c.attrs["HostConfig"]["Memory"] == 32 * 1024 * 1024
+        assert api_c.attrs["HostConfig"]["NanoCpus"] == 250_000_000
+        assert api_c.attrs["HostConfig"]["NetworkMode"] == "host"
+        generation = wl["metadata"]["generation"]
+        assert api_c.labels["fleetlet.io/generation"] == str(generation)
+        first_ids = {c.id for c in ctrs.values()}
+
+        # `fleetlet logs` through the gateway, per container, with --tail.
+        text = await asyncio.to_thread(cli, fleet, "logs", "shop-app", "-c", "worker", "--tail", "1")
+        assert text == "worker up\n"
+
+        # A changed environment updates the stack as one: both containers are replaced.
+        compose.write_text(COMPOSE.format(image=busybox_image, port=port, greeting="bonjour"))
+        await asyncio.to_thread(cli, fleet, "apply", "-f", str(compose))
+        await eventually(lambda: ready_after(generation), "the new generation Running and Ready", timeout=120)
+
+        async def replaced() -> bool:
+            now = await asyncio.to_thread(_stack, client, uid)
+            return set(now) == {"api", "worker"} and not ({c.id for c in now.values()} & first_ids)
+
+        await eventually(replaced, "both containers replaced")
+        assert "GREETING=bonjour" in _stack(client, uid)["api"].attrs["Config"]["Env"]
+        text = await asyncio.to_thread(cli, fleet, "logs", "shop-app", "-c", "api", "--tail", "1")
+        assert text == "api bonjour\n"
+
+        # Deleting the compose file's workload removes every container.
+        await asyncio.to_thread(cli, fleet, "delete", "-f", str(compose))
+
+        async def gone() -> bool:
+            return not await asyncio.to_thread(_stack, client, uid)
+
+        await eventually(gone, "the stack's containers removed", timeout=60)
+    finally:
+        client.close()

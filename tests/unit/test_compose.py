@@ -190,3 +190,27 @@ def test_namespace_is_left_to_the_cli_unless_given() -> None:
     doc = {"services": {"a": {"image": "x"}}}
     assert "namespace" not in compose_to_workload(doc, "app")["metadata"]
     assert compose_to_workload(doc, "app", namespace="edge")["metadata"]["namespace"] == "edge"
+
+
+def test_variables_are_interpolated_from_the_applying_shell(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TAG", "1.4")
+    monkeypatch.setenv("EMPTY_VAR", "")
+    monkeypatch.delenv("UNSET_VAR", raising=False)
+    text = """
+services:
+  web:
+    image: "registry.local:5000/web:${TAG}"
+    command: ["sh", "-c", "echo $$HOME $TAG ${UNSET_VAR:-dflt} ${EMPTY_VAR-kept} ${EMPTY_VAR:-swapped}"]
+    environment:
+      MODE: "${UNSET_VAR-fallback}"
+"""
+    (web,) = convert_compose(text, name="app").workload["spec"]["containers"]
+    assert web["image"] == "registry.local:5000/web:1.4"
+    assert web["args"] == ["sh", "-c", "echo $HOME 1.4 dflt  swapped"]
+    assert web["env"] == [{"name": "MODE", "value": "fallback"}]
+    with pytest.raises(ComposeError, match="required variable UNSET_VAR is not set: set it first"):
+        convert_compose(
+            {"services": {"a": {"image": "x:${UNSET_VAR:?set it first}"}}}, name="app", source="c.yml"
+        )
+    with pytest.raises(ComposeError, match="invalid interpolation"):
+        convert_compose({"services": {"a": {"image": "x", "command": "echo $1"}}}, name="app")
