@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import docker
 import pytest
 from fleetlet.agent.compose import compose_to_workload
@@ -14,8 +16,11 @@ pytestmark = pytest.mark.docker
 
 
 async def test_compose_services_run_as_one_workload(
-    make_agent: AgentFactory, busybox_image: str, docker_client: docker.DockerClient
+    make_agent: AgentFactory, busybox_image: str, docker_client: docker.DockerClient, tmp_path: Path
 ) -> None:
+    shared = tmp_path / "site"
+    shared.mkdir()
+    (shared / "motd").write_text("from the host\n")
     text = f"""
 services:
   api:
@@ -29,10 +34,17 @@ services:
       test: ["CMD", "test", "-e", "/tmp/ok"]
       interval: 1s
       retries: 2
+    volumes:
+      - {shared}:/site:ro
+      - spool:/spool
   worker:
     image: {busybox_image}
-    command: sleep 3600
+    command: sh -c 'echo queued > /spool/job; exec sleep 3600'
     restart: always
+    volumes:
+      - spool:/spool
+volumes:
+  spool: {{}}
 """
     manifest = compose_to_workload(text, "stack", namespace="default")
     manifest["metadata"]["uid"] = "c0c0c0c0-0000-4000-8000-000000000001"
@@ -49,3 +61,11 @@ services:
     assert ctrs["api"].attrs["HostConfig"]["Memory"] == 32 * 1024 * 1024
     assert ctrs["api"].attrs["HostConfig"]["NanoCpus"] == 250_000_000
     assert agent.reconciler.report(spec.uid).restarts == 0
+
+    # volumes: the bind mount is read-only, the named volume is shared by both services.
+    api = ctrs["api"]
+    assert api.exec_run(["cat", "/site/motd"]) == (0, b"from the host\n")
+    code, _ = api.exec_run(["sh", "-c", "echo x > /site/motd"])
+    assert code != 0
+    assert (shared / "motd").read_text() == "from the host\n"
+    await wait_until(lambda: api.exec_run(["cat", "/spool/job"])[1] == b"queued\n", what="shared volume")
