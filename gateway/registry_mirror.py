@@ -9,6 +9,12 @@ loopback as insecure by default, other addresses need ``insecure-registries`` on
     await mirror.start()
     ...  # mirror.address == "127.0.0.1:5001"
     await mirror.stop()
+
+The mirror is supervised: distribution's proxy mode exits at startup when the upstream does not
+answer (a gateway booting while its site is offline), and a cache can crash later. Neither may
+take the gateway down: ``start()`` returns once the mirror answers or its first attempt failed,
+and a background task restarts ``docker-registry`` with backoff (1 s doubling to 60 s) until it
+runs. Meanwhile agents fall back to pulling from the registry itself.
 """
 
 from __future__ import annotations
@@ -81,6 +87,9 @@ class RegistryMirror:
         self.ttl = ttl  # how long cached blobs stay (distribution default: 168h)
         self._proc: asyncio.subprocess.Process | None = None
         self._log_file: Any = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self.starts = 0  # how many times docker-registry was started
+        self.last_error = ""
 
     @property
     def address(self) -> str:
@@ -136,7 +145,11 @@ class RegistryMirror:
         return self.config_path
 
     async def start(self, ready_within: float = 30.0) -> None:
-        if self._proc is not None:
+        """Start (and keep restarting) docker-registry; return once it answers or first failed.
+
+        Raises RegistryMirrorError only for what a retry cannot fix: no docker-registry binary.
+        """
+        if self._supervisor is not None:
             raise RegistryMirrorError("registry mirror already running")
         binary = self.binary or find_registry_binary()
         if binary is None:
@@ -145,7 +158,46 @@ class RegistryMirror:
             )
         config = await asyncio.to_thread(self.write_config)
         self._log_file = await asyncio.to_thread(open, self.log_path, "ab")
+        first: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._supervisor = asyncio.create_task(
+            self._supervise(binary, config, ready_within, first), name="registry mirror"
+        )
+        await asyncio.shield(first)
+
+    async def _supervise(
+        self, binary: str, config: Path, ready_within: float, first: asyncio.Future[None]
+    ) -> None:
+        delay = 1.0
+        try:
+            while True:
+                try:
+                    await self._spawn(binary, config)
+                    await self._wait_ready(ready_within)
+                except (RegistryMirrorError, OSError) as exc:
+                    self.last_error = str(exc)
+                    log.warning("registry mirror not running: %s; retrying in %.0fs", exc, delay)
+                    await self._terminate()
+                else:
+                    self.last_error = ""
+                    delay = 1.0
+                    log.info("registry mirror for %s listening on %s", self.upstream_url, self.url)
+                    if not first.done():
+                        first.set_result(None)
+                    assert self._proc is not None
+                    code = await self._proc.wait()
+                    self.last_error = f"docker-registry exited with code {code}: {self.log_tail(5)}"
+                    log.warning("registry mirror stopped (%s); restarting", self.last_error)
+                if not first.done():
+                    first.set_result(None)  # the gateway goes on; this task keeps trying
+                await asyncio.sleep(delay)
+                delay = min(60.0, delay * 2)
+        finally:
+            if not first.done():
+                first.cancel()
+
+    async def _spawn(self, binary: str, config: Path) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
+        self.starts += 1
         self._proc = await asyncio.create_subprocess_exec(
             binary,
             "serve",
@@ -156,12 +208,6 @@ class RegistryMirror:
             env=env,
             start_new_session=True,
         )
-        try:
-            await self._wait_ready(ready_within)
-        except BaseException:
-            await self.stop()
-            raise
-        log.info("registry mirror for %s listening on %s", self.upstream_url, self.url)
 
     async def _wait_ready(self, ready_within: float) -> None:
         deadline = time.monotonic() + ready_within
@@ -195,6 +241,17 @@ class RegistryMirror:
         return self._proc is not None and self._proc.returncode is None
 
     async def stop(self, grace: float = 10.0) -> None:
+        task, self._supervisor = self._supervisor, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._terminate(grace)
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+
+    async def _terminate(self, grace: float = 10.0) -> None:
         proc, self._proc = self._proc, None
         if proc is not None and proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
@@ -205,9 +262,6 @@ class RegistryMirror:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
                 await proc.wait()
-        if self._log_file is not None:
-            self._log_file.close()
-            self._log_file = None
 
     async def __aenter__(self) -> RegistryMirror:
         await self.start()

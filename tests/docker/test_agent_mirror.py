@@ -20,7 +20,7 @@ from fleetlet.agent.runtime import DockerRuntime
 from fleetlet.gateway.registry_mirror import RegistryMirror
 
 from tests.fixtures.docker import DockerEngine, busybox_rootfs_tar
-from tests.fixtures.ports import free_tcp_port
+from tests.fixtures.ports import free_tcp_port, free_udp_port
 from tests.fixtures.procs import ServerProcess
 from tests.fixtures.require import require
 
@@ -40,10 +40,8 @@ def _unique_image_tar() -> bytes:
     return buf.getvalue()
 
 
-@pytest.fixture
-def upstream(tmp_path: Path) -> Iterator[ServerProcess]:
+def _start_upstream(tmp_path: Path, port: int) -> ServerProcess:
     binary = require("docker-registry", "a real image registry (Debian package docker-registry)")
-    port = free_tcp_port()
     config = {
         "version": 0.1,
         "log": {"level": "info"},
@@ -55,6 +53,12 @@ def upstream(tmp_path: Path) -> Iterator[ServerProcess]:
     proc = ServerProcess([binary, "serve", str(cfg)], log_dir=tmp_path / "logs", name="upstream-registry")
     proc.start(wait_http=f"http://127.0.0.1:{port}/v2/")
     proc.port = port  # type: ignore[attr-defined]
+    return proc
+
+
+@pytest.fixture
+def upstream(tmp_path: Path) -> Iterator[ServerProcess]:
+    proc = _start_upstream(tmp_path, free_tcp_port())
     yield proc
     proc.stop()
 
@@ -161,3 +165,90 @@ async def test_pull_falls_back_to_registry_when_mirror_is_down(
         runtime.close()
         docker_engine.cli("rmi", ref, check=False)
     assert _blob_gets(upstream.log_text(), "fleetlet/fallback")
+
+
+def _push_unique(engine: DockerEngine, ref: str) -> None:
+    engine.cli("import", "-", ref, input=_unique_image_tar())
+    engine.cli("push", ref)
+    engine.cli("rmi", ref)
+
+
+async def test_mirror_waits_for_an_offline_upstream_instead_of_failing(
+    docker_engine: DockerEngine, tmp_path: Path
+) -> None:
+    """distribution's proxy exits at startup when upstream is down (a gateway booting offline):
+    start() must return anyway, and the mirror must come up once upstream answers."""
+    require("docker-registry", "a real image registry (Debian package docker-registry)")
+    port = free_tcp_port()
+    up = f"127.0.0.1:{port}"
+    mirror = RegistryMirror(f"http://{up}", tmp_path / "mirror", listen="127.0.0.1:0")
+    upstream: ServerProcess | None = None
+    runtime = DockerRuntime(
+        docker_engine.host, data_dir=tmp_path / "a", registry_mirror=mirror.address, mirror_upstream=up
+    )
+    ref = f"{up}/fleetlet/late:1"
+    try:
+        await mirror.start()  # returns although docker-registry could not start
+        assert "exited" in mirror.last_error and not mirror.running
+        upstream = _start_upstream(tmp_path, port)
+        await wait_until(lambda: mirror.running and mirror.last_error == "", what="mirror up", limit=60)
+        assert mirror.starts >= 2
+        _push_unique(docker_engine, ref)
+        await runtime.pull(ref)
+        assert ref in (await runtime.inspect_image(ref))["RepoTags"]
+        # It came through the mirror (not the direct fallback).
+        assert _blob_gets(mirror.log_tail(100_000), "fleetlet/late")
+    finally:
+        runtime.close()
+        docker_engine.cli("rmi", ref, check=False)
+        await mirror.stop()
+        if upstream is not None:
+            upstream.stop()
+    assert not mirror.running
+
+
+async def test_fleetlet_gateway_registry_mirror_flag_serves_agents(
+    docker_engine: DockerEngine, upstream: ServerProcess, fleetlet_bin: str, tmp_path: Path
+) -> None:
+    """The real `fleetlet gateway --registry-mirror UPSTREAM --registry-mirror-listen` runs the
+    cache (its API server is unreachable here: the mirror does not depend on it)."""
+    up = f"127.0.0.1:{upstream.port}"  # type: ignore[attr-defined]
+    listen = f"127.0.0.1:{free_tcp_port()}"
+    ref = f"{up}/fleetlet/viagw:1"
+    _push_unique(docker_engine, ref)
+    gw = ServerProcess(
+        [
+            fleetlet_bin,
+            "gateway",
+            "--name",
+            "gw-mirror",
+            "--server",
+            "http://127.0.0.1:9",  # nothing listens: connection refused, on loopback
+            "--token",
+            "flt_none_none",
+            "--listen",
+            f"127.0.0.1:{free_udp_port()}",
+            "--data-dir",
+            str(tmp_path / "gw"),
+            "--registry-mirror",
+            f"http://{up}",
+            "--registry-mirror-listen",
+            listen,
+        ],
+        log_dir=tmp_path / "logs",
+        name="gateway",
+    )
+    runtime = DockerRuntime(
+        docker_engine.host, data_dir=tmp_path / "a", registry_mirror=listen, mirror_upstream=up
+    )
+    try:
+        gw.start(wait_http=f"http://{listen}/v2/")
+        await runtime.pull(ref)
+        assert ref in (await runtime.inspect_image(ref))["RepoTags"]
+        mirror_log = (tmp_path / "gw" / "registry-mirror" / "registry.log").read_text()
+        assert _blob_gets(mirror_log, "fleetlet/viagw"), "the pull did not go through the gateway's mirror"
+        assert gw.is_running()
+    finally:
+        runtime.close()
+        docker_engine.cli("rmi", ref, check=False)
+        gw.stop()
