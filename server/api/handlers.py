@@ -64,10 +64,17 @@ def _verb(request: web.Request, route: Route) -> str:
     raise method_not_allowed(f"{m} is not supported on {request.path}")
 
 
+API_PREFIX = "/api/v1/"
+
+
 async def handle(request: web.Request) -> web.StreamResponse:
-    """The single entry for /api/v1/...: parse, authorize, dispatch."""
-    api = request.app[STATE]
-    route = parse_route(request.match_info["tail"])
+    """The router's entry for /api/v1/{tail}."""
+    return await dispatch(request.app[STATE], request, request.match_info["tail"])
+
+
+async def dispatch(api: ApiState, request: web.Request, tail: str) -> web.StreamResponse:
+    """The single entry for /api/v1/<tail>: parse, authorize, dispatch."""
+    route = parse_route(tail)
     verb = _verb(request, route)
     meta = request_meta(request)
     meta.verb = verb

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from ..auth.bootstrap import ensure_admin
 from ..store import Store
-from .app import DEFAULT_MAX_BODY, create_app
+from .app import DEFAULT_MAX_BODY, ApiRunner, create_app
 from .state import STATE
 from .validation import warm_validators
 
@@ -84,13 +84,13 @@ async def run_server(
     host, port = parse_listen(listen)
     url = database or f"sqlite:///{data_dir / 'fleetlet.db'}"
     store = await Store.open(url)
-    runner: web.AppRunner | None = None
+    runner: ApiRunner | None = None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     installed: list[signal.Signals] = []
     try:
         app = create_app(store, max_body=max_body)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
+        runner = ApiRunner(app, access_log=None, shutdown_timeout=5.0)
         await runner.setup()
         # Bind first, write the admin credential and CLI config, and only then accept: whoever
         # sees /healthz answer can rely on admin.token and the config file being there.

@@ -120,6 +120,10 @@ class TokenIndex:
     def __init__(self, store: Store) -> None:
         self._store = store
         self._entries: dict[str, _Entry] = {}
+        # Token strings already checked against their entry's hash. An entry is replaced (a new
+        # object) whenever its Token changes, so a stale pair never matches. Only verified
+        # tokens are kept: a flood of bad tokens cannot grow it.
+        self._verified: dict[str, _Entry] = {}
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -197,8 +201,14 @@ class TokenIndex:
             raise unauthorized("Unauthorized: the Authorization header must be 'Bearer <token>'")
         parsed = parse_token(token)
         entry = self._entry(parsed[0]) if parsed else None
-        if entry is None or not hmac.compare_digest(entry.token_hash, hash_token(token)):
+        if entry is None:
             raise unauthorized("Unauthorized: unknown token")
+        if self._verified.get(token) is not entry:
+            if not hmac.compare_digest(entry.token_hash, hash_token(token)):
+                raise unauthorized("Unauthorized: unknown token")
+            if len(self._verified) >= 4096:  # deleted tokens' pairs linger: start over now and then
+                self._verified.clear()
+            self._verified[token] = entry  # one SHA-256 per token and change, not per request
         if entry.bad_expiry or (entry.expires_at is not None and entry.expires_at <= time.time()):
             raise unauthorized("Unauthorized: token expired")
         return entry.principal

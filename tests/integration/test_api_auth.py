@@ -58,6 +58,12 @@ async def test_expired_and_deleted_tokens(api: Api) -> None:
     name = tok.split("_")[1]
     await api.ok("DELETE", f"/api/v1/tokens/{name}")
     assert (await api.call("GET", "/api/v1/devices", token=tok)).status == 401
+    # The same token id again, with another secret: the secret verified before is refused.
+    other = f"flt_{name}_anothersecret"
+    body = {"metadata": {"name": name}, "spec": {"role": "viewer", "tokenHash": hash_token(other)}}
+    await api.ok("POST", "/api/v1/tokens", body)
+    assert (await api.call("GET", "/api/v1/devices", token=other)).status == 200
+    assert (await api.call("GET", "/api/v1/devices", token=tok)).status == 401
 
 
 async def test_readyz_metrics_version_openapi_with_token(api: Api) -> None:

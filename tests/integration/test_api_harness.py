@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.web_runner import BaseRunner
 from fleetlet.server.api import create_app
+from fleetlet.server.api.app import ApiRunner
 from fleetlet.server.auth import ensure_admin
 from fleetlet.server.store import Store
 
@@ -84,12 +86,19 @@ class Api:
         return [json.loads(line) for line in r.text.splitlines() if line.strip()]
 
 
+class ApiTestServer(TestServer):
+    """A TestServer that serves like `fleetlet server` does: through ApiRunner's fast path."""
+
+    async def _make_runner(self, **kwargs: Any) -> BaseRunner:
+        return ApiRunner(self.app, **kwargs)
+
+
 @asynccontextmanager
 async def start_api(tmp_path: Path, **app_kwargs: Any) -> AsyncIterator[Api]:
     store = await Store.open(f"sqlite:///{tmp_path}/fleetlet.db", compaction_interval=0)
     try:
         app = create_app(store, **app_kwargs)
-        async with TestClient(TestServer(app)) as client:
+        async with TestClient(ApiTestServer(app)) as client:
             admin = await ensure_admin(
                 store, tmp_path / "data", "http://test", tmp_path / "cfg" / "config.yaml"
             )
