@@ -50,8 +50,7 @@ REQUESTS: list[tuple[str, str, Any, dict[str, str]]] = [
 
 
 async def _replay(tmp_path: Path, server_cls: type[TestServer]) -> list[tuple[int, Any]]:
-    tmp_path.mkdir()
-    store = await Store.open(f"sqlite:///{tmp_path}/fleetlet.db", compaction_interval=0)
+    store = await Store.open(f"sqlite:///{tmp_path}-fleetlet.db", compaction_interval=0)
     try:
         async with TestClient(server_cls(create_app(store))) as client:
             admin = await ensure_admin(store, tmp_path / "data", "http://test", tmp_path / "config.yaml")
