@@ -17,9 +17,28 @@ async def test_caught_up_events_are_written_through_in_order() -> None:
     hub.add(w)
     sent: list[bytes] = []
     w.sink = lambda line: sent.append(line) is None
-    hub.publish([_event(1), _event(2, MODIFIED)])
-    assert sent == [b'{"type":"ADDED","object":{"n":1}}\n', b'{"type":"MODIFIED","object":{"n":2}}\n']
+    hub.publish([_event(1), _event(2, MODIFIED)])  # one commit: one write, lines in order
+    assert sent == [b'{"type":"ADDED","object":{"n":1}}\n{"type":"MODIFIED","object":{"n":2}}\n']
     assert w.pending() == 0 and w.last_revision == 2
+    hub.publish([_event(3)])
+    assert sent[-1] == b'{"type":"ADDED","object":{"n":3}}\n' and w.last_revision == 3
+
+
+async def test_a_commit_spanning_resources_gives_each_watcher_only_its_own() -> None:
+    hub = WatchHub(16)
+    cms = Watcher(hub, "configmaps", "default", None, buffer=4, start_revision=0)
+    wls = Watcher(hub, "workloads", None, None, buffer=4, start_revision=0)
+    got: dict[str, list[bytes]] = {"cm": [], "wl": []}
+    cms.sink = lambda line: got["cm"].append(line) is None
+    wls.sink = lambda line: got["wl"].append(line) is None
+    hub.add(cms)
+    hub.add(wls)
+    other_ns = WatchEvent(ADDED, "configmaps", "kube", "x", 2, '{"n":2}')
+    wl = WatchEvent(ADDED, "workloads", "default", "w", 3, '{"n":3}')
+    hub.publish([_event(1), other_ns, wl, _event(4, MODIFIED)])
+    assert got["cm"] == [b'{"type":"ADDED","object":{"n":1}}\n{"type":"MODIFIED","object":{"n":4}}\n']
+    assert got["wl"] == [b'{"type":"ADDED","object":{"n":3}}\n']
+    assert cms.last_revision == 4 and wls.last_revision == 3
 
 
 async def test_refused_line_queues_and_later_events_queue_behind_it() -> None:
