@@ -46,6 +46,21 @@ class WlKey(IntEnum):
     CONFIG = 8
     SECRETS = 9
     CONTAINERS = 10
+    VOLUMES = 11
+    NETWORK = 12
+
+
+class VolKey(IntEnum):
+    NAME = 1
+    HOST_PATH = 2
+    SECRET = 3
+    CONFIG_MAP = 4
+
+
+class MntKey(IntEnum):
+    VOLUME = 1
+    PATH = 2
+    READ_ONLY = 3
 
 
 class BlobKey(IntEnum):
@@ -64,6 +79,8 @@ class CtrKey(IntEnum):
     RESOURCES = 7
     LIVENESS = 8
     READINESS = 9
+    MOUNTS = 10
+    WORKING_DIR = 11
 
 
 class PortKey(IntEnum):
@@ -111,6 +128,17 @@ class WsKey(IntEnum):
     MESSAGE = 6
     ROLLED_BACK = 7
     READY = 8
+    CONTAINERS = 9
+
+
+class CsKey(IntEnum):
+    NAME = 1
+    STATE = 2
+    RESTARTS = 3
+    EXIT_CODE = 4
+    READY = 5
+    CPU = 6
+    MEMORY = 7
 
 
 class LogKey(IntEnum):
@@ -127,6 +155,8 @@ KEY_CLASSES: dict[str, type[IntEnum]] = {
     "reg": RegKey,
     "desired": DesiredKey,
     "wl": WlKey,
+    "vol": VolKey,
+    "mnt": MntKey,
     "blob": BlobKey,
     "ctr": CtrKey,
     "port": PortKey,
@@ -135,6 +165,7 @@ KEY_CLASSES: dict[str, type[IntEnum]] = {
     "http": HttpKey,
     "report": ReportKey,
     "ws": WsKey,
+    "cs": CsKey,
     "log": LogKey,
 }
 
@@ -161,6 +192,11 @@ class WorkloadState(IntEnum):
     TERMINATING = 7
 
 
+class NetworkMode(IntEnum):
+    HOST = 0
+    NONE = 1
+
+
 class LogClock(IntEnum):
     UNIX_MS = 0
     UPTIME_MS = 1
@@ -175,6 +211,7 @@ class LogStream(IntEnum):
 ENUM_CLASSES: dict[str, type[IntEnum]] = {
     "restart-policy": RestartPolicy,
     "workload-state": WorkloadState,
+    "network-mode": NetworkMode,
     "log-clock": LogClock,
     "log-stream": LogStream,
 }

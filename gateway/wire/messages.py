@@ -19,6 +19,7 @@ from .keys import (
     VERSION_KEY,
     WIRE_VERSION,
     BlobKey,
+    CsKey,
     CtrKey,
     DesiredKey,
     HelloKey,
@@ -26,6 +27,8 @@ from .keys import (
     LogClock,
     LogKey,
     LogStream,
+    MntKey,
+    NetworkMode,
     PortKey,
     ProbeKey,
     RegKey,
@@ -33,6 +36,7 @@ from .keys import (
     ResKey,
     RestartPolicy,
     Runtime,
+    VolKey,
     WlKey,
     WorkloadState,
     WsKey,
@@ -476,6 +480,88 @@ class Probe:
 
 
 @dataclass(frozen=True, slots=True)
+class Mount:
+    """A volume of the workload mounted into one container."""
+
+    volume: str
+    path: str
+    read_only: bool = False
+
+    def to_obj(self) -> dict[int, Any]:
+        out: dict[int, Any] = {MntKey.VOLUME.value: self.volume, MntKey.PATH.value: self.path}
+        _put(out, MntKey.READ_ONLY, self.read_only)
+        return out
+
+    @classmethod
+    def from_obj(cls, obj: Any, path: str) -> Mount:
+        f = _Fields(obj, path)
+        return cls(
+            volume=f.req(MntKey.VOLUME, _tstr),
+            path=f.req(MntKey.PATH, _tstr),
+            read_only=f.opt(MntKey.READ_ONLY, _bool, False),
+        )
+
+
+_VOLUME_SOURCES = (VolKey.HOST_PATH, VolKey.SECRET, VolKey.CONFIG_MAP)
+
+
+@dataclass(frozen=True, slots=True)
+class Volume:
+    """A docker workload's volume: an emptyDir (no source), a host path, or resolved files.
+
+    ``secret``/``config_map`` hold the file contents (name -> bytes), resolved by the gateway
+    the way secret env values are. The repr names files, never their contents.
+    """
+
+    name: str
+    host_path: str | None = None
+    secret: Mapping[str, bytes] | None = None
+    config_map: Mapping[str, bytes] | None = None
+
+    @property
+    def kind(self) -> Literal["emptyDir", "hostPath", "secret", "configMap"]:
+        if self.host_path is not None:
+            return "hostPath"
+        if self.secret is not None:
+            return "secret"
+        if self.config_map is not None:
+            return "configMap"
+        return "emptyDir"
+
+    def __repr__(self) -> str:
+        files = self.secret if self.secret is not None else self.config_map
+        detail = f", host_path={self.host_path!r}" if self.host_path is not None else ""
+        if files is not None:
+            detail = f", files={sorted(files)!r}"
+        return f"Volume(name={self.name!r}, kind={self.kind!r}{detail})"
+
+    def to_obj(self) -> dict[int, Any]:
+        out: dict[int, Any] = {VolKey.NAME.value: self.name}
+        # Not _put: an empty Secret is still a secret volume (an empty directory), not an emptyDir.
+        if self.host_path is not None:
+            out[VolKey.HOST_PATH.value] = self.host_path
+        if self.secret is not None:
+            out[VolKey.SECRET.value] = dict(self.secret)
+        if self.config_map is not None:
+            out[VolKey.CONFIG_MAP.value] = dict(self.config_map)
+        return out
+
+    @classmethod
+    def from_obj(cls, obj: Any, path: str) -> Volume:
+        f = _Fields(obj, path)
+        sources = [k for k in _VOLUME_SOURCES if f.has(k)]
+        if len(sources) > 1:
+            found = ", ".join(k.name.lower().replace("_", "-") for k in sources)
+            raise WireError(path, f"expected at most one of host-path, secret, config-map; found {found}")
+        return cls(
+            name=f.req(VolKey.NAME, _tstr),
+            host_path=f.opt(VolKey.HOST_PATH, _tstr, None),
+            secret=f.opt(VolKey.SECRET, lambda o, p: _str_map(o, p, _bstr), None),
+            config_map=f.opt(VolKey.CONFIG_MAP, lambda o, p: _str_map(o, p, _bstr), None),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Container:
     name: str
     image: str
@@ -486,6 +572,8 @@ class Container:
     resources: Resources | None = None
     liveness: Probe | None = None
     readiness: Probe | None = None
+    mounts: tuple[Mount, ...] = ()
+    working_dir: str | None = None
 
     def to_obj(self) -> dict[int, Any]:
         out: dict[int, Any] = {CtrKey.NAME.value: self.name, CtrKey.IMAGE.value: self.image}
@@ -499,6 +587,9 @@ class Container:
             out[CtrKey.LIVENESS.value] = self.liveness.to_obj()
         if self.readiness is not None:
             out[CtrKey.READINESS.value] = self.readiness.to_obj()
+        _put(out, CtrKey.MOUNTS, [m.to_obj() for m in self.mounts])
+        if self.working_dir is not None:
+            out[CtrKey.WORKING_DIR.value] = self.working_dir
         return out
 
     @classmethod
@@ -514,6 +605,8 @@ class Container:
             resources=f.opt(CtrKey.RESOURCES, Resources.from_obj, None),
             liveness=f.opt(CtrKey.LIVENESS, Probe.from_obj, None),
             readiness=f.opt(CtrKey.READINESS, Probe.from_obj, None),
+            mounts=f.opt(CtrKey.MOUNTS, lambda o, p: _array(o, p, Mount.from_obj, nonempty=True), ()),
+            working_dir=f.opt(CtrKey.WORKING_DIR, _tstr, None),
         )
 
 
@@ -582,23 +675,40 @@ class DockerWorkload:
     generation: int
     containers: tuple[Container, ...]
     restart_policy: RestartPolicy = RestartPolicy.ALWAYS
+    volumes: tuple[Volume, ...] = ()
+    network: NetworkMode = NetworkMode.HOST
     runtime: ClassVar[Runtime] = Runtime.DOCKER
 
     def to_obj(self) -> dict[int, Any]:
         out = _common_obj(self.uid, self.name, self.generation, self.runtime, self.restart_policy)
         out[WlKey.CONTAINERS.value] = [c.to_obj() for c in self.containers]
+        _put(out, WlKey.VOLUMES, [v.to_obj() for v in self.volumes])
+        _put(out, WlKey.NETWORK, int(self.network))
         return out
 
     @classmethod
     def from_fields(cls, f: _Fields) -> DockerWorkload:
         _reject_keys(f, _MICROPYTHON_ONLY, "docker")
-        return cls(
+        wl = cls(
             uid=f.req(WlKey.UID, _tstr),
             name=f.req(WlKey.NAME, _tstr),
             generation=f.req(WlKey.GENERATION, _uint),
             restart_policy=f.opt(WlKey.RESTART_POLICY, _restart_policy, RestartPolicy.ALWAYS),
             containers=f.req(WlKey.CONTAINERS, lambda o, p: _array(o, p, Container.from_obj, nonempty=True)),
+            volumes=f.opt(WlKey.VOLUMES, lambda o, p: _array(o, p, Volume.from_obj, nonempty=True), ()),
+            network=f.opt(WlKey.NETWORK, lambda o, p: _enum(NetworkMode, o, p), NetworkMode.HOST),
         )
+        names = [v.name for v in wl.volumes]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise WireError(f"{f.sub(WlKey.VOLUMES)}[{i}].name", f"duplicate volume name {name!r}")
+        for i, c in enumerate(wl.containers):
+            for j, m in enumerate(c.mounts):
+                if m.volume not in names:
+                    raise WireError(
+                        f"{f.sub(WlKey.CONTAINERS)}[{i}].mounts[{j}].volume", f"no volume named {m.volume!r}"
+                    )
+        return wl
 
 
 Workload = MicroPythonWorkload | DockerWorkload
@@ -643,6 +753,46 @@ class DesiredDoc(_Message):
 
 
 @dataclass(frozen=True, slots=True)
+class ContainerStatus:
+    """One container of a docker workload, with its CPU (millicores) and memory (bytes) use."""
+
+    name: str
+    state: WorkloadState
+    restarts: int = 0
+    exit_code: int | None = None
+    ready: bool | None = None
+    cpu: int | None = None
+    memory: int | None = None
+
+    def to_obj(self) -> dict[int, Any]:
+        out: dict[int, Any] = {CsKey.NAME.value: self.name, CsKey.STATE.value: int(self.state)}
+        _put(out, CsKey.RESTARTS, self.restarts)
+        # Not _put for the rest: 0 is a real value (exit 0, an idle container), absent is unknown.
+        if self.exit_code is not None:
+            out[CsKey.EXIT_CODE.value] = self.exit_code
+        if self.ready is not None:
+            out[CsKey.READY.value] = self.ready
+        if self.cpu is not None:
+            out[CsKey.CPU.value] = self.cpu
+        if self.memory is not None:
+            out[CsKey.MEMORY.value] = self.memory
+        return out
+
+    @classmethod
+    def from_obj(cls, obj: Any, path: str) -> ContainerStatus:
+        f = _Fields(obj, path)
+        return cls(
+            name=f.req(CsKey.NAME, _tstr),
+            state=f.req(CsKey.STATE, lambda o, p: _enum(WorkloadState, o, p)),
+            restarts=f.opt(CsKey.RESTARTS, _uint, 0),
+            exit_code=f.opt(CsKey.EXIT_CODE, _int, None),
+            ready=f.opt(CsKey.READY, _bool, None),
+            cpu=f.opt(CsKey.CPU, _uint, None),
+            memory=f.opt(CsKey.MEMORY, _uint, None),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class WorkloadStatus:
     uid: str
     generation: int
@@ -652,6 +802,7 @@ class WorkloadStatus:
     message: str | None = None
     rolled_back: bool = False
     ready: bool | None = None
+    containers: tuple[ContainerStatus, ...] = ()
 
     def to_obj(self) -> dict[int, Any]:
         out: dict[int, Any] = {
@@ -667,6 +818,7 @@ class WorkloadStatus:
         _put(out, WsKey.ROLLED_BACK, self.rolled_back)
         if self.ready is not None:
             out[WsKey.READY.value] = self.ready
+        _put(out, WsKey.CONTAINERS, [c.to_obj() for c in self.containers])
         return out
 
     @classmethod
@@ -681,6 +833,9 @@ class WorkloadStatus:
             message=f.opt(WsKey.MESSAGE, _tstr, None),
             rolled_back=f.opt(WsKey.ROLLED_BACK, _bool, False),
             ready=f.opt(WsKey.READY, _bool, None),
+            containers=f.opt(
+                WsKey.CONTAINERS, lambda o, p: _array(o, p, ContainerStatus.from_obj, nonempty=True), ()
+            ),
         )
 
 

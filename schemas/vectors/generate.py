@@ -138,6 +138,42 @@ VECTORS: dict[str, list[tuple[str, str, Any]]] = {
                 ],
             },
         ),
+        (
+            "docker-volumes",
+            "no network; a volume of each kind, mounted (one read-only); a working dir",
+            {
+                0: 1,
+                1: 9,
+                2: [
+                    {
+                        1: "u",
+                        2: "edge/shop",
+                        3: 4,
+                        4: "docker",
+                        10: [
+                            {
+                                1: "api",
+                                2: "busybox",
+                                10: [
+                                    {1: "d", 2: "/d"},
+                                    {1: "h", 2: "/etc/h", 3: True},
+                                    {1: "s", 2: "/s"},
+                                    {1: "c", 2: "/c"},
+                                ],
+                                11: "/srv",
+                            }
+                        ],
+                        11: [
+                            {1: "d"},
+                            {1: "h", 2: "/etc/h"},
+                            {1: "s", 3: {"pw": b"\x00"}},
+                            {1: "c", 4: {"a.conf": b"x"}},
+                        ],
+                        12: 1,
+                    }
+                ],
+            },
+        ),
     ],
     "report": [
         ("minimal", "applied gen 0, nothing running", {0: 1, 1: 0}),
@@ -240,6 +276,11 @@ INVALID: dict[str, list[tuple[str, Any, str]]] = {
         ),
         ("no-version", {1: 1}, "report.v: missing"),
         ("version-2", {0: 2, 1: 1}, "report.v: unsupported protocol version 2"),
+        (
+            "negative-cpu",
+            {0: 1, 1: 1, 2: [{1: "u", 2: 1, 3: 3, 9: [{1: "c", 2: 3, 6: -5}]}]},
+            "report.workloads[0].containers[0].cpu: expected uint, got nint",
+        ),
     ],
     "log_batch": [
         ("bad-stream", {0: 1, 1: "u", 3: [[1, 2, "x"]]}, "log-batch.lines[0].stream: unknown value 2"),

@@ -11,24 +11,28 @@ from fleetlet.gateway.wire import (
     MESSAGES,
     BlobRef,
     Container,
+    ContainerStatus,
     DesiredDoc,
     DockerWorkload,
     Hello,
     HttpGet,
     MicroPythonWorkload,
+    Mount,
+    NetworkMode,
     Port,
     Probe,
     Report,
     Resources,
     RestartPolicy,
     Runtime,
+    Volume,
     WireError,
     WorkloadState,
     WorkloadStatus,
     decode_value,
     encode_value,
 )
-from fleetlet.schemas.wire_loader import MESSAGE_RULES, all_vector_files, load_vectors, untag
+from fleetlet.schemas.wire_loader import MESSAGE_RULES, all_vector_files, load_vectors, untag, validate_cddl
 
 MESSAGE_CLASSES: dict[str, Any] = {t: MESSAGES[rule] for t, rule in MESSAGE_RULES.items()}
 
@@ -224,3 +228,172 @@ def test_map_keys_sort_bytewise_not_length_first() -> None:
     # RFC 8949 4.2.1 order: 5, 100 (0x1864), 1000 (0x1903e8), -1 (0x20), "a" (0x6161).
     # RFC 7049 length-first order (cbor2's canonical mode) would put -1 first.
     assert encode_value({"a": 0, -1: 0, 1000: 0, 100: 0, 5: 0}).hex() == "a5050018640019" + "03e8002000616100"
+
+
+# ---------------------------------------------------------------- docker volumes, network, usage
+
+
+def test_docker_volumes_vector_decodes_into_typed_fields() -> None:
+    vector = next(v for v in load_vectors("desired")["vectors"] if v["name"] == "docker-volumes")
+    (workload,) = DesiredDoc.from_cbor(bytes.fromhex(vector["hex"])).workloads
+    assert isinstance(workload, DockerWorkload)
+    assert workload.network is NetworkMode.NONE
+    assert {v.name: v.kind for v in workload.volumes} == {
+        "d": "emptyDir",
+        "h": "hostPath",
+        "s": "secret",
+        "c": "configMap",
+    }
+    assert workload.volumes[1].host_path == "/etc/h"
+    assert workload.volumes[2].secret == {"pw": b"\x00"}
+    assert workload.volumes[3].config_map == {"a.conf": b"x"}
+    (api,) = workload.containers
+    assert api.mounts == (
+        Mount("d", "/d"),
+        Mount("h", "/etc/h", read_only=True),
+        Mount("s", "/s"),
+        Mount("c", "/c"),
+    )
+    assert api.working_dir == "/srv"
+
+
+def test_docker_workload_built_from_dataclasses_matches_the_volumes_vector() -> None:
+    vector = next(v for v in load_vectors("desired")["vectors"] if v["name"] == "docker-volumes")
+    mounts = (Mount("d", "/d"), Mount("h", "/etc/h", True), Mount("s", "/s"), Mount("c", "/c"))
+    doc = DesiredDoc(
+        gen=9,
+        workloads=(
+            DockerWorkload(
+                "u",
+                "edge/shop",
+                4,
+                (Container("api", "busybox", mounts=mounts, working_dir="/srv"),),
+                volumes=(
+                    Volume("d"),
+                    Volume("h", host_path="/etc/h"),
+                    Volume("s", secret={"pw": b"\x00"}),
+                    Volume("c", config_map={"a.conf": b"x"}),
+                ),
+                network=NetworkMode.NONE,
+            ),
+        ),
+    )
+    assert doc.to_cbor().hex() == vector["hex"]
+
+
+def test_defaults_keep_the_old_encoding() -> None:
+    # Host network, no volumes, no mounts, no working dir: nothing new on the wire, so every
+    # document a v1 gateway built before these keys encodes to the same bytes.
+    wl = DockerWorkload("u", "n", 1, (Container("c", "i"),))
+    assert wl.to_obj() == {1: "u", 2: "n", 3: 1, 4: "docker", 10: [{1: "c", 2: "i"}]}
+
+
+def test_an_empty_secret_stays_a_secret_volume() -> None:
+    # An empty map is not omitted: it is what tells a secret (read-only, 0700) from an emptyDir.
+    doc = DesiredDoc(
+        gen=1,
+        workloads=(DockerWorkload("u", "n", 1, (Container("c", "i"),), volumes=(Volume("e", secret={}),)),),
+    )
+    data = doc.to_cbor()
+    assert validate_cddl(data, "desired") == []
+    (wl,) = DesiredDoc.from_cbor(data).workloads
+    assert isinstance(wl, DockerWorkload) and wl.volumes[0].kind == "secret" and wl.volumes[0].secret == {}
+
+
+def test_volume_repr_names_files_never_their_contents() -> None:
+    text = repr(Volume("creds", secret={"password": b"hunter2"}))
+    assert "password" in text and "hunter2" not in text
+    wl = DockerWorkload(
+        "u", "n", 1, (Container("c", "i"),), volumes=(Volume("creds", secret={"k": b"hunter2"}),)
+    )
+    assert "hunter2" not in repr(wl)
+
+
+@pytest.mark.parametrize(
+    ("volume", "mounts", "error"),
+    [
+        (
+            {1: "v", 2: "/h", 3: {}},
+            [],
+            r"^desired\.workloads\[0\]\.volumes\[0\]: expected at most one of host-path, secret, config-map; "
+            "found host-path, secret",
+        ),
+        (
+            {1: "v"},
+            [{1: "w", 2: "/w"}],
+            r"^desired\.workloads\[0\]\.containers\[0\]\.mounts\[0\]\.volume: no volume named 'w'",
+        ),
+        (
+            {1: "v", 3: {"k": "text"}},
+            [],
+            r"^desired\.workloads\[0\]\.volumes\[0\]\.secret\['k'\]: expected bstr, got tstr",
+        ),
+    ],
+)
+def test_bad_volumes_and_mounts_are_refused_naming_the_field(volume: Any, mounts: Any, error: str) -> None:
+    container: dict[int, Any] = {1: "c", 2: "i"}
+    if mounts:
+        container[10] = mounts
+    obj = {0: 1, 1: 1, 2: [{1: "u", 2: "n", 3: 1, 4: "docker", 10: [container], 11: [volume]}]}
+    with pytest.raises(WireError, match=error):
+        DesiredDoc.from_cbor(encode_value(obj))
+
+
+def test_duplicate_volume_names_are_refused() -> None:
+    obj = {
+        0: 1,
+        1: 1,
+        2: [{1: "u", 2: "n", 3: 1, 4: "docker", 10: [{1: "c", 2: "i"}], 11: [{1: "v"}, {1: "v", 2: "/h"}]}],
+    }
+    with pytest.raises(WireError, match=r"volumes\[1\]\.name: duplicate volume name 'v'"):
+        DesiredDoc.from_cbor(encode_value(obj))
+
+
+def test_network_mode_is_host_or_none_only() -> None:
+    obj = {0: 1, 1: 1, 2: [{1: "u", 2: "n", 3: 1, 4: "docker", 10: [{1: "c", 2: "i"}], 12: 2}]}
+    data = encode_value(obj)
+    assert validate_cddl(data, "desired") != []
+    with pytest.raises(
+        WireError,
+        match=r"^desired\.workloads\[0\]\.network: unknown value 2 \(expected one of 0=host, 1=none\)",
+    ):
+        DesiredDoc.from_cbor(data)
+
+
+def test_container_statuses_round_trip_with_usage() -> None:
+    report = Report(
+        gen=3,
+        workloads=(
+            WorkloadStatus(
+                "u",
+                2,
+                WorkloadState.RUNNING,
+                restarts=1,
+                containers=(
+                    ContainerStatus(
+                        "api",
+                        WorkloadState.RUNNING,
+                        restarts=1,
+                        exit_code=137,
+                        ready=True,
+                        cpu=125,
+                        memory=35651584,
+                    ),
+                    # An idle container uses 0 m: that is kept, unlike an unsampled one (None).
+                    ContainerStatus("idle", WorkloadState.RUNNING, cpu=0, memory=0),
+                    ContainerStatus("new", WorkloadState.STARTING),
+                ),
+            ),
+        ),
+    )
+    data = report.to_cbor()
+    assert validate_cddl(data, "report") == []
+    back = Report.from_cbor(data)
+    assert back == report
+    assert back.to_cbor() == data
+    api, idle, new = back.workloads[0].containers
+    assert (api.cpu, api.memory, idle.cpu, idle.memory) == (125, 35651584, 0, 0)
+    assert (new.cpu, new.memory) == (None, None)
+    # Not in a shared vector: the firmware's report builder has no container statuses (it never
+    # runs docker), and every report vector is rebuilt byte for byte with it.
+    assert decode_value(data)[2][0][9][2] == {1: "new", 2: 2}

@@ -2,7 +2,7 @@
 
 - Map keys are small integers: every map of a message, at any depth, has unsigned integer keys
   below 24 (one byte on the wire), except the text-keyed maps the CDDL declares
-  (config, secrets, env, metrics).
+  (config, secrets, env, metrics, a docker volume's secret or config-map files).
 - Every message carries the protocol version: key 0 holds 1 in every top-level message, and a
   message without it, or with another version, is refused by the CDDL and by the codec. Nested
   maps never use key 0; blob-ref is not a top-level message and has none.
@@ -39,9 +39,12 @@ def _text_keyed(rule: str, path: str) -> bool:
     if rule == "report":
         return keys == [5]  # report.metrics
     if rule == "desired":
-        # workloads[i].config (8) / .secrets (9); workloads[i].containers[j].env (5)
-        return (len(keys) == 3 and keys[0] == 2 and keys[2] in (8, 9)) or (
-            len(keys) == 5 and keys[0] == 2 and keys[2] == 10 and keys[4] == 5
+        # workloads[i].config (8) / .secrets (9); workloads[i].containers[j].env (5);
+        # workloads[i].volumes[j].secret (3) / .config-map (4)
+        return (
+            (len(keys) == 3 and keys[0] == 2 and keys[2] in (8, 9))
+            or (len(keys) == 5 and keys[0] == 2 and keys[2] == 10 and keys[4] == 5)
+            or (len(keys) == 5 and keys[0] == 2 and keys[2] == 11 and keys[4] in (3, 4))
         )
     return False
 
@@ -85,7 +88,8 @@ def test_without_the_version_or_with_another_a_message_is_refused(rule: str, nam
 
 
 def test_the_text_keyed_exceptions_are_met_in_the_vectors() -> None:
-    # config, secrets, env and metrics all occur, so the key check above skips real maps only.
+    # config, secrets, env, metrics and volume files all occur, so the key check above skips
+    # real maps only.
     found = {
         (rule, path)
         for rule, _, data in VECTORS
@@ -94,6 +98,8 @@ def test_the_text_keyed_exceptions_are_met_in_the_vectors() -> None:
     }
     leaves = {(rule, path.rsplit("/", 1)[-1]) for rule, path in found}
     assert leaves >= {("report", "5"), ("desired", "8"), ("desired", "9"), ("desired", "5")}, leaves
+    volume_files = {path.split("/")[-1] for rule, path in found if rule == "desired" and "/11/" in path}
+    assert volume_files == {"3", "4"}, found
 
 
 def test_every_top_level_message_has_a_version_2_invalid_vector() -> None:
