@@ -360,3 +360,42 @@ async def test_log_stays_bounded_under_churn(store: Store) -> None:
     assert await store.log_rows() <= 200 + 50
     # Freed pages are reused: twice the churn must not mean twice the file.
     assert size_after_second <= size_after_first * 1.25 + 256 * 1024
+
+
+async def test_a_failed_commit_loses_nothing_and_the_writer_recovers(
+    open_store: OpenStore, store_url: str
+) -> None:
+    """A commit the database refuses answers Unavailable, changes nothing in memory, and the
+    next batch commits on a fresh connection."""
+    import sqlalchemy
+    from fleetlet.server.store import Unavailable
+    from fleetlet.server.store.sql import normalize_url
+
+    s = await open_store()
+    kept = await s.create("devices", dev("kept"))
+    rev = int(kept["metadata"]["resourceVersion"])
+    engine = sqlalchemy.create_engine(normalize_url(store_url))
+
+    def rogue(sql: str) -> None:
+        with engine.begin() as conn:
+            conn.execute(sqlalchemy.text(sql), {"r": rev + 1})
+
+    try:
+        # Another row already holds the next revision: the writer's INSERT must fail.
+        insert = "INSERT INTO fleetlet_log (revision, resource, namespace, name, type, value) "
+        await asyncio.to_thread(rogue, insert + "VALUES (:r, 'x', '', 'x', 'ADDED', '{}')")
+        with pytest.raises(Unavailable):
+            await s.create("devices", dev("refused"))
+        with pytest.raises(NotFound):
+            await s.get("devices", "", "refused")
+        await asyncio.to_thread(rogue, "DELETE FROM fleetlet_log WHERE revision = :r")
+        after = await s.create("devices", dev("after"))
+        assert int(after["metadata"]["resourceVersion"]) == rev + 1
+    finally:
+        await asyncio.to_thread(engine.dispose)
+    await s.close()
+    s2 = await open_store()
+    assert await s2.get("devices", "", "kept") == kept
+    assert await s2.get("devices", "", "after") == after
+    with pytest.raises(NotFound):
+        await s2.get("devices", "", "refused")
