@@ -2,8 +2,14 @@
 
 MicroPython app modules given inline (``source``) or by ``configMapRef`` become blobs,
 content-addressed by SHA-256; the entry carries only their references. Docker containers
-carry their env resolved from Secrets and ConfigMaps. References are read through a
-:class:`RefResolver`, so the translation itself never talks HTTP.
+carry their env resolved from Secrets and ConfigMaps, and secret / configMap volumes carry
+their files resolved the same way (inline, like secret env values: the device never reads the
+API). References are read through a :class:`RefResolver`, so the translation itself never
+talks HTTP.
+
+Nothing of a spec is dropped silently: what the wire cannot carry, or the device cannot do, is
+refused with a :class:`TranslateError` (the workload's Delivered condition says why) rather
+than delivered differently from what was asked. Messages name fields, never secret values.
 
 Desired documents: :func:`encode_doc` builds the CBOR; its ``gen`` is chosen by the caller
 from :func:`content_hash`, which covers the workloads only, so a gateway that rebuilds the
@@ -22,6 +28,7 @@ from typing import Any, Protocol
 from fleetlet.hardware.quantity import parse_bytes, parse_cpu_millis
 
 from .wire import (
+    MAX_PAYLOAD,
     VERSION_KEY,
     WIRE_VERSION,
     BlobRef,
@@ -31,10 +38,13 @@ from .wire import (
     DockerWorkload,
     HttpGet,
     MicroPythonWorkload,
+    Mount,
+    NetworkMode,
     Port,
     Probe,
     Resources,
     RestartPolicy,
+    Volume,
     WireError,
     Workload,
     encode_value,
@@ -47,6 +57,10 @@ RESTART_POLICIES = {
     "OnFailure": RestartPolicy.ON_FAILURE,
     "Never": RestartPolicy.NEVER,
 }
+
+# How a Workload asks for no network (compose `network_mode: none` sets it); absent: host.
+NETWORK_ANNOTATION = "fleetlet.io/network-mode"
+NETWORK_MODES = {"host": NetworkMode.HOST, "none": NetworkMode.NONE}
 
 
 class TranslateError(Exception):
@@ -124,6 +138,21 @@ class _Refs:
             raise TranslateError("ConfigMapNotFound", f'configmap "{self.ns}/{name}" not found')
         return {str(k): str(v) for k, v in _d(obj.get("data")).items()}
 
+    async def configmap_files(self, name: str) -> dict[str, bytes]:
+        """A ConfigMap as volume files: ``data`` (UTF-8) and ``binaryData`` (base64)."""
+        data = await self.configmap_data(name)
+        assert data is not None
+        out = {k: v.encode() for k, v in data.items()}
+        obj = await self._get("configmap", name) or {}
+        for k, v in _d(obj.get("binaryData")).items():
+            try:
+                out[str(k)] = base64.b64decode(str(v), validate=True)
+            except ValueError:
+                raise TranslateError(
+                    "InvalidConfigMap", f'configmap "{self.ns}/{name}" binaryData key {k}: bad base64'
+                ) from None
+        return out
+
     async def key(self, kind: str, ref: Obj, what: str) -> bytes | None:
         name, key, optional = str(ref.get("name", "")), str(ref.get("key", "")), bool(ref.get("optional"))
         if kind == "secret":
@@ -154,15 +183,20 @@ async def translate_workload(workload: Obj, resolver: RefResolver) -> Translated
         if runtime == "micropython":
             wl = await _micropython(uid, name, generation, policy, _d(spec.get("app")), refs, blobs)
         elif runtime == "docker":
-            containers = [await _container(_d(c), refs) for c in spec.get("containers") or []]
-            if not containers:
-                raise TranslateError("InvalidSpec", "a docker workload needs at least one container")
-            wl = DockerWorkload(uid, name, generation, tuple(containers), policy)
+            wl = await _docker(uid, name, generation, policy, meta, spec, refs)
         else:
             raise TranslateError("InvalidSpec", f"unsupported runtime {runtime!r}")
         entry = wl.to_obj()
         # Never hand a device what a peer following the CDDL would reject.
         DesiredDoc.from_obj({VERSION_KEY: WIRE_VERSION, 1: 0, 2: [entry]}, "desired")
+        # Files travel inline: a document holding only this entry must fit the wire's limit.
+        size = len(encode_value({VERSION_KEY: WIRE_VERSION, 1: 0, 2: [entry]}, max_size=None))
+        if size > MAX_PAYLOAD:
+            raise TranslateError(
+                "TooLarge",
+                f"the workload's desired entry is {size} bytes, over the wire's limit of {MAX_PAYLOAD} "
+                "(secret and configMap volume files travel inline: keep them small)",
+            )
     except WireError as e:
         raise TranslateError("InvalidSpec", f"cannot encode for the device: {e}") from None
     except (ValueError, TypeError) as e:
@@ -218,8 +252,90 @@ async def _micropython(
     )
 
 
-async def _container(c: Obj, refs: _Refs) -> Container:
+async def _docker(
+    uid: str, name: str, generation: int, policy: RestartPolicy, meta: Obj, spec: Obj, refs: _Refs
+) -> DockerWorkload:
+    if spec.get("terminationGracePeriodSeconds") is not None:
+        # The agent stops containers with its own grace period (its stop_timeout).
+        raise TranslateError(
+            "Unsupported",
+            "spec.terminationGracePeriodSeconds is not supported on devices (the agent's stop "
+            "timeout applies); remove it",
+        )
+    network = _d(meta.get("annotations")).get(NETWORK_ANNOTATION, "host")
+    if network not in NETWORK_MODES:
+        raise TranslateError(
+            "InvalidSpec",
+            f"metadata.annotations[{NETWORK_ANNOTATION}]: {network!r} is not supported: containers "
+            "use the host's network or none, never a bridge (use host or none)",
+        )
+    volumes = [await _volume(_d(v), i, refs) for i, v in enumerate(spec.get("volumes") or [])]
+    names = [v.name for v in volumes]
+    for i, vname in enumerate(names):
+        if vname in names[:i]:
+            raise TranslateError("InvalidSpec", f"spec.volumes[{i}]: duplicate volume name {vname!r}")
+    containers = [
+        await _container(_d(c), refs, f"spec.containers[{i}]", set(names))
+        for i, c in enumerate(spec.get("containers") or [])
+    ]
+    if not containers:
+        raise TranslateError("InvalidSpec", "a docker workload needs at least one container")
+    return DockerWorkload(
+        uid,
+        name,
+        generation,
+        tuple(containers),
+        policy,
+        volumes=tuple(volumes),
+        network=NETWORK_MODES[network],
+    )
+
+
+async def _volume(v: Obj, i: int, refs: _Refs) -> Volume:
+    where = f"spec.volumes[{i}]"
+    vname = str(v.get("name") or "")
+    if isinstance(v.get("hostPath"), dict):
+        path = str(v["hostPath"].get("path") or "")
+        if not path.startswith("/"):
+            raise TranslateError("InvalidSpec", f"{where}.hostPath.path: {path!r} is not an absolute path")
+        return Volume(vname, host_path=path)
+    if isinstance(v.get("secret"), dict):
+        data = await refs.secret_data(str(v["secret"].get("secretName") or ""))
+        assert data is not None
+        return Volume(vname, secret=data)
+    if isinstance(v.get("configMap"), dict):
+        return Volume(vname, config_map=await refs.configmap_files(str(v["configMap"].get("name") or "")))
+    if isinstance(v.get("emptyDir"), dict):
+        if v["emptyDir"].get("sizeLimit") is not None:
+            raise TranslateError(
+                "Unsupported", f"{where}.emptyDir.sizeLimit: not supported on devices; remove it"
+            )
+        return Volume(vname)
+    raise TranslateError("InvalidSpec", f"{where}: needs one of hostPath, emptyDir, secret, configMap")
+
+
+async def _container(c: Obj, refs: _Refs, where: str, volumes: set[str]) -> Container:
     cname = str(c.get("name") or "")
+    pull = c.get("imagePullPolicy")
+    if pull is not None and pull != "IfNotPresent":
+        raise TranslateError(
+            "Unsupported",
+            f"{where}.imagePullPolicy: {pull!r} is not supported on devices: the agent pulls an image "
+            "only when it is not present (use IfNotPresent, or a new tag to update)",
+        )
+    mounts: list[Mount] = []
+    for j, m in enumerate(c.get("volumeMounts") or []):
+        m = _d(m)
+        vname, path = str(m.get("name") or ""), str(m.get("mountPath") or "")
+        if vname not in volumes:
+            raise TranslateError(
+                "InvalidSpec", f"{where}.volumeMounts[{j}]: no volume named {vname!r} in spec.volumes"
+            )
+        if not path.startswith("/"):
+            raise TranslateError(
+                "InvalidSpec", f"{where}.volumeMounts[{j}].mountPath: {path!r} is not an absolute path"
+            )
+        mounts.append(Mount(vname, path, bool(m.get("readOnly"))))
     env: dict[str, str] = {}
     for e in c.get("env") or []:
         e = _d(e)
@@ -263,6 +379,8 @@ async def _container(c: Obj, refs: _Refs) -> Container:
         resources=resources,
         liveness=_probe(c.get("livenessProbe"), named, cname),
         readiness=_probe(c.get("readinessProbe"), named, cname),
+        mounts=tuple(mounts),
+        working_dir=str(c["workingDir"]) if c.get("workingDir") else None,
     )
 
 
@@ -287,6 +405,10 @@ def _probe(p: Any, named: dict[str, int], cname: str) -> Probe | None:
         exec_ = tuple(str(x) for x in p["exec"].get("command") or [])
     elif isinstance(p.get("httpGet"), dict):
         h = p["httpGet"]
+        if str(h.get("scheme") or "HTTP").upper() != "HTTP":
+            raise TranslateError(
+                "Unsupported", f"{where}: httpGet.scheme {h['scheme']!r} is not supported (HTTP only)"
+            )
         http_get = HttpGet(str(h.get("path") or "/"), _port_of(h.get("port"), named, where))
     elif isinstance(p.get("tcpSocket"), dict):
         tcp_port = _port_of(p["tcpSocket"].get("port"), named, where)

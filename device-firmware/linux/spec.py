@@ -2,7 +2,7 @@
 
 Two sources feed it: the wire desired document (``fleetlet.gateway.wire.DockerWorkload``) and
 API-shaped Workload manifests (``spec.containers[...]``, used by tests, local runs and compose).
-Secrets arrive resolved: env values, or files for ``secret`` volumes.
+Secrets arrive resolved: env values, or files for ``secret`` volumes (from either source).
 
 The spec hash covers everything that shapes a container (every container of the workload, its
 volumes, its network and the *digest* of secret contents), so a workload is replaced as a whole
@@ -77,7 +77,8 @@ class VolumeSpec:
     kind: VolumeKind
     host_path: str = ""
     # secret / configMap: resolved file contents (file name -> bytes). Secrets land with mode 0600.
-    files: Mapping[str, bytes] = field(default_factory=dict)
+    # Out of the repr, so a logged spec never shows secret values.
+    files: Mapping[str, bytes] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,11 +138,27 @@ class WorkloadSpec:
         if dup:
             raise SpecError(f"workload {self.name}: spec.containers: duplicate names: {', '.join(dup)}")
         vol_names = {v.name for v in self.volumes}
+        for j, v in enumerate(self.volumes):
+            # Volume names become folder names under the data dir; host paths go into binds.
+            if not v.name or "/" in v.name or v.name in (".", ".."):
+                raise SpecError(
+                    f"workload {self.name}: spec.volumes[{j}].name: {v.name!r} is not a valid name"
+                )
+            if v.kind == "hostPath" and (not v.host_path.startswith("/") or ":" in v.host_path):
+                raise SpecError(
+                    f"workload {self.name}: spec.volumes[{j}].hostPath: {v.host_path!r} must be an "
+                    "absolute path without ':'"
+                )
         for i, c in enumerate(self.containers):
             for m in c.mounts:
                 if m.name not in vol_names:
                     raise SpecError(
                         f"workload {self.name}: spec.containers[{i}].volumeMounts: no volume named {m.name!r}"
+                    )
+                if not m.mount_path.startswith("/") or ":" in m.mount_path:
+                    raise SpecError(
+                        f"workload {self.name}: spec.containers[{i}].volumeMounts: mount path "
+                        f"{m.mount_path!r} must be an absolute path without ':'"
                     )
         if self.network_mode not in ("host", "none"):
             raise SpecError(f"workload {self.name}: network mode must be host or none")
@@ -163,8 +180,21 @@ def _plain(obj: Any) -> Any:
 _WIRE_POLICY: dict[int, RestartPolicy] = {0: "Always", 1: "OnFailure", 2: "Never"}
 
 
+_WIRE_NETWORK: dict[int, NetworkMode] = {0: "host", 1: "none"}
+
+
 def from_wire(wl: Any) -> WorkloadSpec:
-    """Convert a ``fleetlet.gateway.wire.DockerWorkload``; wire zeros mean the runtime default."""
+    """Convert a ``fleetlet.gateway.wire.DockerWorkload``; wire zeros mean the runtime default.
+
+    Volumes arrive resolved: secret / configMap files inline (the gateway read them), host
+    paths and emptyDirs by name. The same manifest gives the same spec (and spec hash) whether
+    it came from the gateway or from :func:`from_manifest`.
+    """
+    try:
+        network = _WIRE_NETWORK[int(wl.network)]
+    except KeyError:
+        raise SpecError(f"workload {wl.name}: network mode {int(wl.network)} is not host or none") from None
+    volumes = tuple(_wire_volume(v) for v in wl.volumes)
     containers = []
     for c in wl.containers:
         res = c.resources
@@ -180,6 +210,8 @@ def from_wire(wl: Any) -> WorkloadSpec:
                 cpu_millis=res.cpu if res is not None else None,
                 liveness=_wire_probe(c.liveness),
                 readiness=_wire_probe(c.readiness),
+                mounts=tuple(VolumeMountSpec(m.volume, m.path, m.read_only) for m in c.mounts),
+                working_dir=c.working_dir or "",
             )
         )
     return WorkloadSpec(
@@ -188,7 +220,19 @@ def from_wire(wl: Any) -> WorkloadSpec:
         generation=wl.generation,
         containers=tuple(containers),
         restart_policy=_WIRE_POLICY[int(wl.restart_policy)],
+        volumes=volumes,
+        network_mode=network,
     ).validate()
+
+
+def _wire_volume(v: Any) -> VolumeSpec:
+    if v.host_path is not None:
+        return VolumeSpec(v.name, "hostPath", host_path=v.host_path)
+    if v.secret is not None:
+        return VolumeSpec(v.name, "secret", files=dict(v.secret))
+    if v.config_map is not None:
+        return VolumeSpec(v.name, "configMap", files=dict(v.config_map))
+    return VolumeSpec(v.name, "emptyDir")
 
 
 def _wire_probe(p: Any) -> ProbeSpec | None:
