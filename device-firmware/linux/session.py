@@ -5,8 +5,10 @@
 - ``GET /d/<device>/desired`` with Observe; when the observation ends or the gateway does not
   support it, polling with the ETag (2.03 Valid: nothing changed).
 - ``POST /d/<device>/report``: on every reportable change (coalesced) and every
-  ``report_interval`` seconds as a heartbeat. Per-container CPU and memory go into
-  ``metrics`` as ``<workload name>/<container>/cpu_pct`` and ``.../mem_bytes``.
+  ``report_interval`` seconds as a heartbeat. Each workload's status lists its containers with
+  their CPU (millicores) and memory (bytes) use; the gateway maps them into the Workload's
+  ``status.containerStatuses[].usage``. (They used to go into ``metrics`` as
+  ``<workload>/<container>/cpu_pct``, which the gateway could not tie to a workload.)
 - Logs on demand: the agent serves ``GET /l?uid=<uid>&c=<container>&n=<lines>`` on the same
   UDP socket it uses as a client (so a gateway reaches it through NAT at the address it
   registered from) and answers a CBOR log batch; ``push_logs()`` POSTs one to
@@ -243,21 +245,12 @@ class AgentSession:
 
     def build_report(self) -> Report:
         reports = self.reconciler.reports()
-        metrics: dict[str, int | float] = {}
-        for r in reports:
-            for c in r.containers:
-                key = f"{r.name}/{c.name}"
-                if c.cpu_percent is not None:
-                    metrics[f"{key}/cpu_pct"] = c.cpu_percent
-                if c.memory_bytes is not None:
-                    metrics[f"{key}/mem_bytes"] = c.memory_bytes
         error = self.reconciler.engine_error or self.last_error or None
         return Report(
             gen=self.reconciler.applied_gen,
             workloads=tuple(r.to_wire() for r in reports),
             heap_free=mem_info()[0],
             uptime=int(time.monotonic() - self._started),
-            metrics=metrics,
             error=error,
         )
 

@@ -62,30 +62,49 @@ class WorkloadReport:
         return next(c for c in self.containers if c.name == name)
 
     def to_wire(self) -> Any:
-        """A ``fleetlet.gateway.wire.WorkloadStatus`` for the report message."""
-        from fleetlet.gateway.wire import WorkloadState, WorkloadStatus
+        """A ``fleetlet.gateway.wire.WorkloadStatus`` for the report message, with one entry per
+        container carrying its CPU (millicores) and memory (bytes) use."""
+        from fleetlet.gateway.wire import ContainerStatus, WorkloadStatus
 
-        if self.state == "Running":
-            state = WorkloadState.RUNNING
-        elif self.state == "CrashLoopBackOff":
-            state = WorkloadState.BACKOFF
-        elif self.state == "Terminated":
-            state = WorkloadState.SUCCEEDED if not self.exit_code else WorkloadState.FAILED
-        elif self.reason in ("Pulling", "ErrImagePull", "ImagePullBackOff"):
-            state = WorkloadState.FETCHING
-        elif self.reason == "ContainerCreating":
-            state = WorkloadState.STARTING
-        else:
-            state = WorkloadState.PENDING
+        containers = tuple(
+            ContainerStatus(
+                name=c.name,
+                state=_wire_state(c.state, c.reason, c.exit_code),
+                restarts=c.restarts,
+                exit_code=c.exit_code,
+                ready=c.ready if self.has_readiness else None,
+                # cpu_percent is of one core: 100 % = 1000 millicores.
+                cpu=None if c.cpu_percent is None else max(0, round(c.cpu_percent * 10)),
+                memory=c.memory_bytes,
+            )
+            for c in self.containers
+        )
         return WorkloadStatus(
             uid=self.uid,
             generation=self.generation,
-            state=state,
+            state=_wire_state(self.state, self.reason, self.exit_code),
             restarts=self.restarts,
             exit_code=self.exit_code,
             message=self.message or self.reason or None,
             ready=self.ready if self.has_readiness else None,
+            containers=containers,
         )
+
+
+def _wire_state(state: ContainerState, reason: str, exit_code: int | None) -> Any:
+    from fleetlet.gateway.wire import WorkloadState
+
+    if state == "Running":
+        return WorkloadState.RUNNING
+    if state == "CrashLoopBackOff":
+        return WorkloadState.BACKOFF
+    if state == "Terminated":
+        return WorkloadState.SUCCEEDED if not exit_code else WorkloadState.FAILED
+    if reason in ("Pulling", "ErrImagePull", "ImagePullBackOff"):
+        return WorkloadState.FETCHING
+    if reason == "ContainerCreating":
+        return WorkloadState.STARTING
+    return WorkloadState.PENDING
 
 
 def build_report(

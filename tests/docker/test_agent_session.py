@@ -178,17 +178,23 @@ async def test_agent_registers_observes_desired_reports_and_serves_logs(
         assert ctr.attrs["HostConfig"]["NanoCpus"] == 250_000_000
         assert all("from-a-secret" not in v for v in ctr.labels.values())
 
-        # Per-container CPU and memory use travel in the report's metrics.
+        # Per-container CPU and memory use travel in the workload's container statuses (CPU
+        # needs two samples, so the first reports may lack it).
         def has_usage() -> bool:
             rep = gateway.last_report()
-            return bool(
-                rep and {"default/echo/main/cpu_pct", "default/echo/main/mem_bytes"} <= set(rep.metrics)
-            )
+            if not rep or not rep.workloads or not rep.workloads[0].containers:
+                return False
+            (c,) = rep.workloads[0].containers
+            return c.cpu is not None and c.memory is not None
 
-        await wait_until(has_usage, what="usage metrics in a report")
+        await wait_until(has_usage, what="container usage in a report")
         rep = gateway.last_report()
-        assert rep is not None and rep.metrics["default/echo/main/mem_bytes"] > 0
-        assert rep.metrics["default/echo/main/cpu_pct"] >= 0
+        assert rep is not None
+        (c,) = rep.workloads[0].containers
+        assert c.name == "main" and c.state == WorkloadState.RUNNING
+        assert c.memory is not None and c.memory > 0
+        assert c.cpu is not None and c.cpu >= 0
+        assert not rep.metrics  # no longer duplicated there
 
         # Logs on demand: the gateway GETs them from the agent's own endpoint.
         batch = await session.log_batch(uid, "main", 10)
