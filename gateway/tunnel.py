@@ -68,7 +68,7 @@ class LogTunnel:
         self.name = name
         self.buffer = buffer
         self.peers = peers if peers is not None else {}  # device -> "host:port" it last spoke from
-        self.coap = coap  # the gateway's aiocoap Context (for requests to devices), or None
+        self.coap = coap  # the gateway's CoAP endpoint (for requests to devices), or None
         self.backoff = backoff
         self.device_timeout = device_timeout
         self.connected = asyncio.Event()
@@ -183,23 +183,21 @@ class LogTunnel:
         hostinfo = self.peers.get(device)
         if ctx is None or not hostinfo:
             return None
-        import aiocoap
+        from .coap import Code, code_str, is_success
+        from .coap_endpoint import CoapError
 
         n = min(tail if tail is not None else PER_WORKLOAD, AGENT_MAX_TAIL)
         if n == 0:
             return []
-        uri = f"coap://{hostinfo}/l?uid={quote(uid, safe='')}&c={quote(container, safe='')}&n={n}"
-        request = ctx.request(aiocoap.Message(code=aiocoap.GET, uri=uri))
+        uri = f"/l?uid={quote(uid, safe='')}&c={quote(container, safe='')}&n={n}"
         try:
             async with asyncio.timeout(self.device_timeout):
-                resp = await request.response
-        except (TimeoutError, OSError, aiocoap.error.Error) as e:
+                resp = await ctx.request(hostinfo, Code.GET, uri)
+        except (TimeoutError, OSError, CoapError) as e:
             log.info("logs of %s from device %s: no answer (%s); using the buffer", uid, device, e)
-            if not request.response.done():
-                request.response.cancel()
             return None
-        if not resp.code.is_successful():
-            log.info("logs of %s from device %s: %s; using the buffer", uid, device, resp.code)
+        if not is_success(resp.code):
+            log.info("logs of %s from device %s: %s; using the buffer", uid, device, code_str(resp.code))
             return None
         try:
             batch = LogBatch.from_cbor(resp.payload)

@@ -9,15 +9,12 @@ from __future__ import annotations
 import asyncio
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiocoap import Message
-from aiocoap import error as coap_error
-from aiocoap.message import Direction
-from aiocoap.numbers.codes import Code
+from fleetlet.gateway import coap
+from fleetlet.gateway.coap import Block, Code, Message
 from fleetlet.gateway.coap_provider import CoapDeviceProvider
 from fleetlet.gateway.coap_server import GatewaySite
 from fleetlet.gateway.devices import credential_hash
@@ -28,19 +25,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
-
-
-@dataclass
-class Remote:
-    hostinfo: str = "127.0.0.1:40000"
-    maximum_payload_size: int = 1024
-    maximum_block_size_exp: int = 6
-    scheme: str = "coap"
-    is_multicast: bool = False
-    is_multicast_locally: bool = False
-    hostinfo_local: str = "127.0.0.1:5683"
-    uri_base: str = "coap://127.0.0.1:40000"
-    uri_base_local: str = "coap://127.0.0.1:5683"
 
 
 class Writer:
@@ -74,28 +58,27 @@ class Harness:
 
     def render(
         self,
-        code: Code,
+        code: int,
         path: tuple[str, ...],
         payload: bytes = b"",
         query: tuple[str, ...] = (),
-        **opts: Any,
+        *,
+        block2: tuple[int, bool, int] | None = None,
+        etags: tuple[bytes | None, ...] = (),
     ) -> Message:
-        req = Message(code=code, payload=payload, uri_path=path, uri_query=query, **opts)
-        req.remote = Remote()
-        req.direction = Direction.INCOMING
+        opts = [(coap.URI_PATH, p.encode()) for p in path] + [(coap.URI_QUERY, q.encode()) for q in query]
+        opts += [(coap.ETAG, e) for e in etags if e is not None]
+        if block2 is not None:
+            opts.append((coap.BLOCK2, Block(*block2).encode()))
+        req = Message(code, payload, opts, mid=1, token=b"t", remote=("127.0.0.1", 40000))
         return self.loop.run_until_complete(self._render(req))
 
     async def _render(self, req: Message) -> Message:
         try:
-            child, sub = self.gw.site._find_child_and_pathstripped_message(req)
-        except KeyError:
-            return Message(code=Code.NOT_FOUND)
-        try:
-            await child.needs_blockwise_assembly(sub)
-            response: Message = await child.render(sub)
-        except coap_error.RenderableError as e:
-            response = e.to_message()
-        return response
+            answer = self.gw.render(req)
+        except coap.FormatError:  # the endpoint answers these 4.00
+            return Message(Code.BAD_REQUEST)
+        return answer if isinstance(answer, Message) else await answer
 
     def close(self) -> None:
         self.loop.run_until_complete(self.store.close())
@@ -111,7 +94,7 @@ def h() -> Iterator[Harness]:
 
 
 def _ok(resp: Message) -> None:
-    assert resp.code.is_successful() or resp.code.class_ == 4, resp
+    assert coap.is_success(resp.code) or resp.code >> 5 == 4, resp
 
 
 segment = st.text(min_size=0, max_size=12)
@@ -144,7 +127,7 @@ def test_random_log_payloads(h: Harness, payload: bytes) -> None:
     block=st.none() | st.tuples(st.integers(0, 5000), st.booleans(), st.integers(0, 6)),
 )
 def test_random_requests(
-    h: Harness, path: list[str], code: Code, payload: bytes, etag: bytes | None, block: Any
+    h: Harness, path: list[str], code: int, payload: bytes, etag: bytes | None, block: Any
 ) -> None:
     opts: dict[str, Any] = {}
     if block is not None:
@@ -189,5 +172,5 @@ def test_valid_report_and_desired_with_blocks(h: Harness) -> None:
     assert h.render(Code.POST, ("d", "dev", "report"), report.to_cbor()).code == Code.CHANGED
     full = h.render(Code.GET, ("d", "dev", "desired"))
     assert full.code == Code.CONTENT and decode_value(full.payload)[1] == 0
-    assert h.render(Code.GET, ("d", "dev", "desired"), etags=(full.opt.etag,)).code == Code.VALID
+    assert h.render(Code.GET, ("d", "dev", "desired"), etags=(full.etag,)).code == Code.VALID
     assert h.render(Code.POST, ("d", "dev", "report"), b"\xa0" * 17000).code == Code.REQUEST_ENTITY_TOO_LARGE

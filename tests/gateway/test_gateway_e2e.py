@@ -265,11 +265,6 @@ async def test_bad_input_gets_4xx_and_the_gateway_keeps_answering(
         assert line in log, line
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gateway/coap_server.py: a path outside /rd, /d, /b and /.well-known/core is answered "
-    "4.04 by aiocoap's Site before any gateway code runs, so only aiocoap's DEBUG trace records it",
-)
 async def test_unknown_top_level_path_is_logged(cluster: Cluster, gateway: tuple[ServerProcess, int]) -> None:
     proc, port = gateway
     async with DeviceSim("nobody", None, port) as dev:

@@ -8,8 +8,9 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
+from fleetlet.gateway.coap_endpoint import EXCHANGE_LIFETIME
 from fleetlet.gateway.coap_provider import CoapDeviceProvider, DocView
-from fleetlet.gateway.coap_server import GatewaySite, start_server, tune_deduplication
+from fleetlet.gateway.coap_server import GatewaySite, start_server
 from fleetlet.gateway.devices import DeviceState
 from fleetlet.gateway.localstore import LocalStore
 from fleetlet.gateway.status_sync import StatusSync, object_key
@@ -152,11 +153,10 @@ class Peer(asyncio.DatagramProtocol):
 
 
 async def test_duplicates_are_answered_from_the_cache_within_the_shorter_window() -> None:
-    lifetime = tune_deduplication()
-    assert 45 < lifetime < 60  # covers a device's last retransmission (45 s), not 247 s
+    assert 45 < EXCHANGE_LIFETIME < 60  # covers a device's last retransmission (45 s), not 247 s
     backend = CountingBackend()
     port = free_udp_port()
-    ctx = await start_server(GatewaySite(backend), "127.0.0.1", port)
+    endpoint = await start_server(GatewaySite(backend), "127.0.0.1", port)
     try:
         loop = asyncio.get_running_loop()
         transport, peer = await loop.create_datagram_endpoint(Peer, remote_addr=("127.0.0.1", port))
@@ -172,11 +172,44 @@ async def test_duplicates_are_answered_from_the_cache_within_the_shorter_window(
             transport.sendto(con_post(0x1235, ("d", "dev1", "report"), Report(gen=2).to_cbor()))
             await asyncio.wait_for(peer.got.get(), 10)
             assert backend.reports == 2  # a new message ID is a new request
+            # What a remembered request costs: its key and the encoded answer (a few bytes).
+            assert endpoint.remembered() == 2
+            assert all(isinstance(v, bytes) and len(v) < 16 for v in endpoint._recent.values())
         finally:
             transport.close()
     finally:
         with contextlib.suppress(Exception):
-            await ctx.shutdown()
+            await endpoint.shutdown()
+
+
+async def test_an_observation_is_one_small_record() -> None:
+    """Per observer: one slotted record (peer, token, block size, a message ID), no task, no
+    copy of the request; the document is rendered when it changes."""
+    import sys
+
+    from fleetlet.gateway.coap_server import Observation
+
+    backend = CountingBackend()
+    port = free_udp_port()
+    site = GatewaySite(backend)
+    endpoint = await start_server(site, "127.0.0.1", port)
+    try:
+        loop = asyncio.get_running_loop()
+        transport, peer = await loop.create_datagram_endpoint(Peer, remote_addr=("127.0.0.1", port))
+        try:
+            tasks = len(asyncio.all_tasks())
+            get = bytes((0x42, 0x01, 0x00, 0x07, 0xA1, 0xB2, 0x60))  # CON GET, token, Observe: 0
+            get += bytes((0x51,)) + b"d" + bytes((0x04,)) + b"dev1" + bytes((0x07,)) + b"desired"
+            transport.sendto(get)
+            await asyncio.wait_for(peer.got.get(), 10)
+            (watchers,) = site.devices._observers.values()
+            (obs,) = watchers.values()
+            assert isinstance(obs, Observation) and not hasattr(obs, "__dict__")
+            assert sys.getsizeof(obs) < 100 and len(asyncio.all_tasks()) == tasks
+        finally:
+            transport.close()
+    finally:
+        await endpoint.shutdown()
 
 
 async def test_store_uses_one_thread_and_a_small_page_cache(tmp_path: Path) -> None:
