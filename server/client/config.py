@@ -7,8 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 DEFAULT_SERVER = "http://127.0.0.1:8080"
 ENV_SERVER = "FLEETLET_SERVER"
 ENV_TOKEN = "FLEETLET_TOKEN"
@@ -43,6 +41,8 @@ def read_config_file(path: Path) -> dict[str, Any]:
         return {}
     except OSError as e:
         raise ConfigError(f"cannot read config file {path}: {e.strerror or e}") from e
+    import yaml  # here, not at the top: the gateway imports this module but reads no config file
+
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
