@@ -3,12 +3,18 @@
 Verbs: get, list, watch, create, update, patch, delete (``subresource`` is "status", "binding" or
 None). The gateway role is scoped to one gateway G: its own objects, and lists or watches only when
 the field selector pins them to G, so a gateway can never enumerate another gateway's devices.
+Secrets and ConfigMaps, as Kubernetes' node authorizer has it: G may get one that a Workload
+bound to G references (``workload_references``), or list and watch it alone, in its namespace,
+with ``fieldSelector=metadata.name=<name>`` (the kubelet's Watch change-detection strategy).
+A watch is authorized when it starts; the gateway stops it when the last reference goes.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+
+from fleetlet.gateway.provider import workload_references
 
 from ..api.resources import NODE_LEASE_NAMESPACE
 from ..api.status import ApiError
@@ -55,6 +61,16 @@ def _selects(field_selector: str | None, path: str, value: str) -> bool:
         return False
     want = tuple(path.split("."))
     return any(r.path == want and not r.negate and r.value == value for r in reqs)
+
+
+def _selected_names(field_selector: str | None) -> list[str]:
+    """The names a selector requires (``metadata.name=<name>``). Requirements are ANDed, so any
+    one of them alone bounds the answer to that object."""
+    try:
+        reqs = parse_field_selector(field_selector)
+    except Exception:
+        return []
+    return [r.value for r in reqs if r.path == ("metadata", "name") and not r.negate and r.value]
 
 
 def _in_namespaces(p: Principal, info: RequestInfo) -> bool:
@@ -134,14 +150,19 @@ async def _authorize_gateway(p: Principal, g: str, info: RequestInfo, store: Sto
             p, info, f"a gateway token may only read {res} with {path}={g}, and update their status"
         )
     if res in ("secrets", "configmaps"):
-        if (
-            verb == "get"
-            and info.name
-            and info.namespace
-            and await _referenced(store, g, res, info.namespace, info.name)
-        ):
+        ns = info.namespace
+        if ns and verb == "get" and info.name and await _referenced(store, g, res, ns, info.name):
             return
-        raise _forbidden(p, info, f"a gateway token may only read {res} referenced by workloads bound to it")
+        if ns and listing and not info.name:
+            for name in _selected_names(info.field_selector):
+                if await _referenced(store, g, res, ns, name):
+                    return
+        raise _forbidden(
+            p,
+            info,
+            f"a gateway token may only get {res} referenced by workloads bound to it, or list and "
+            "watch one of them with fieldSelector metadata.name=<name> in its namespace",
+        )
     if res == "events" and verb == "create":
         return
     raise _forbidden(p, info, "not permitted for a gateway token")
@@ -154,46 +175,6 @@ def _get_path(obj: dict[str, Any], dotted: str) -> Any:
             return None
         cur = cur.get(step)
     return cur
-
-
-def workload_references(spec: dict[str, Any]) -> tuple[set[str], set[str]]:
-    """(secret names, configmap names) that a Workload spec refers to."""
-    secrets: set[str] = set()
-    configmaps: set[str] = set()
-
-    def key_refs(value_from: Any) -> None:
-        if isinstance(value_from, dict):
-            s = value_from.get("secretKeyRef")
-            c = value_from.get("configMapKeyRef")
-            if isinstance(s, dict) and s.get("name"):
-                secrets.add(str(s["name"]))
-            if isinstance(c, dict) and c.get("name"):
-                configmaps.add(str(c["name"]))
-
-    for c in spec.get("containers") or []:
-        if isinstance(c, dict):
-            for env in c.get("env") or []:
-                if isinstance(env, dict):
-                    key_refs(env.get("valueFrom"))
-    for v in spec.get("volumes") or []:
-        if isinstance(v, dict):
-            if isinstance(v.get("secret"), dict) and v["secret"].get("secretName"):
-                secrets.add(str(v["secret"]["secretName"]))
-            if isinstance(v.get("configMap"), dict) and v["configMap"].get("name"):
-                configmaps.add(str(v["configMap"]["name"]))
-    app = spec.get("app")
-    if isinstance(app, dict):
-        for m in app.get("modules") or []:
-            if (
-                isinstance(m, dict)
-                and isinstance(m.get("configMapRef"), dict)
-                and m["configMapRef"].get("name")
-            ):
-                configmaps.add(str(m["configMapRef"]["name"]))
-        for s in app.get("secrets") or []:
-            if isinstance(s, str):
-                secrets.add(s)
-    return secrets, configmaps
 
 
 async def _referenced(store: Store, g: str, resource: str, namespace: str, name: str) -> bool:
