@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,6 +17,8 @@ from typing import Any
 import docker
 import pytest
 import yaml
+from fleetlet.hardware.quantity import parse_bytes
+from fleetlet.server.client.errors import ApiError
 
 from tests.fixtures import ServerProcess, free_tcp_port, free_udp_port
 from tests.micropython.fw_harness import Device
@@ -176,7 +179,10 @@ def sbc(tmp_path: Path, fleetlet_bin: str, docker_host: str) -> Iterator[Fleet]:
         _, port = fleet.start_gateway(GW)
         dev = asyncio.run(fleet.add_device("sbc-1", GW, port, board="raspberry-pi-4", runtimes=("docker",)))
         (tmp_path / "token").write_text(dev["token"])
-        (tmp_path / "agent.yaml").write_text(yaml.safe_dump({"report_interval": 1, "resync": 0.5}))
+        # stats_interval 1: CPU use needs two samples, so it shows in status within seconds.
+        (tmp_path / "agent.yaml").write_text(
+            yaml.safe_dump({"report_interval": 1, "resync": 0.5, "stats_interval": 1})
+        )
         agent = ServerProcess(
             [
                 fleetlet_bin,
@@ -345,3 +351,201 @@ async def test_apply_compose_file_runs_updates_and_deletes_the_stack(
         await eventually(gone, "the stack's containers removed", timeout=60)
     finally:
         client.close()
+
+
+# --- volumes, secret files, network none and usage, through server, gateway and agent ----------
+
+VOLUMES_COMPOSE = """
+services:
+  api:
+    image: {image}
+    working_dir: /srv
+    network_mode: none
+    command: sh -c 'echo api up; exec sleep 3600'
+    volumes:
+      - cache:/var/cache/shop
+      - {host_dir}:/etc/shop:ro
+  worker:
+    image: {image}
+    network_mode: none
+    command: sh -c 'echo shared-by-worker > /cache/note; exec sleep 3600'
+    volumes:
+      - cache:/cache
+volumes:
+  cache: {{}}
+"""
+
+
+def _exec(container: Any, *argv: str) -> tuple[int, str]:
+    code, out = container.exec_run(list(argv))
+    return int(code), out.decode(errors="replace")
+
+
+def _modes(*paths: Path) -> list[int]:
+    return [p.stat().st_mode & 0o777 for p in paths]
+
+
+def _logs_of(folder: Path, prefixes: tuple[str, ...]) -> dict[str, str]:
+    return {p.name: p.read_text(errors="replace") for p in folder.iterdir() if p.name.startswith(prefixes)}
+
+
+def _mounts(container: Any) -> dict[str, dict[str, Any]]:
+    return {m["Destination"]: m for m in container.attrs["Mounts"]}
+
+
+async def _running_workload(fleet: Fleet, name: str) -> dict[str, Any]:
+    async def running() -> dict[str, Any] | None:
+        async with fleet.api() as api:
+            wl = await api.get("workloads", name, "default")
+        st = wl.get("status") or {}
+        ok = st.get("phase") == "Running" and st.get("observedGeneration") == wl["metadata"]["generation"]
+        return wl if ok else None
+
+    return await eventually(running, f"workload {name} Running", timeout=120)
+
+
+async def test_compose_volumes_bind_mount_and_no_network_reach_the_engine(
+    sbc: Fleet, busybox_image: str, docker_host: str, tmp_path: Path
+) -> None:
+    fleet = sbc
+    host_dir = tmp_path / "etc-shop"
+    host_dir.mkdir()
+    (host_dir / "greeting").write_text("hello from the host\n")
+    folder = tmp_path / "shop"
+    folder.mkdir()
+    compose = folder / "docker-compose.yml"
+    compose.write_text(VOLUMES_COMPOSE.format(image=busybox_image, host_dir=host_dir))
+    await asyncio.to_thread(cli, fleet, "apply", "-f", str(compose))
+    wl = await _running_workload(fleet, "shop")
+    uid = wl["metadata"]["uid"]
+    client = docker.DockerClient(base_url=docker_host)
+    try:
+        ctrs = _stack(client, uid)
+        assert set(ctrs) == {"api", "worker"}
+        api_c, worker = ctrs["api"], ctrs["worker"]
+        # network_mode none: no network at all, not the host's (the default) and never a bridge.
+        assert api_c.attrs["HostConfig"]["NetworkMode"] == "none"
+        assert worker.attrs["HostConfig"]["NetworkMode"] == "none"
+        assert api_c.attrs["Config"]["WorkingDir"] == "/srv"
+        # The bind mount: the host folder, read-only.
+        bind = _mounts(api_c)["/etc/shop"]
+        assert bind["Type"] == "bind" and bind["Source"] == str(host_dir) and bind["RW"] is False
+        assert _exec(api_c, "cat", "/etc/shop/greeting") == (0, "hello from the host\n")
+        code, _ = _exec(api_c, "touch", "/etc/shop/x")
+        assert code != 0 and not (host_dir / "x").exists()
+        # The named volume: one folder shared by both services, writable.
+        shared_api, shared_worker = _mounts(api_c)["/var/cache/shop"], _mounts(worker)["/cache"]
+        assert shared_api["Source"] == shared_worker["Source"] and shared_api["RW"] is True
+
+        async def note() -> bool:
+            return await asyncio.to_thread(_exec, api_c, "cat", "/var/cache/shop/note") == (
+                0,
+                "shared-by-worker\n",
+            )
+
+        await eventually(note, "the worker's note visible to the api container")
+    finally:
+        client.close()
+
+
+async def test_secret_files_reach_the_container_and_usage_reaches_the_workload_status(
+    sbc: Fleet, busybox_image: str, docker_host: str, tmp_path: Path
+) -> None:
+    fleet = sbc
+    secret_value = "pa55-" + os.urandom(6).hex()
+    async with fleet.api() as api:
+        # A bridge is refused at admission, naming the annotation.
+        bridge = {
+            "apiVersion": "fleetlet.io/v1",
+            "kind": "Workload",
+            "metadata": {"name": "bridged", "annotations": {"fleetlet.io/network-mode": "bridge"}},
+            "spec": {"runtime": "docker", "containers": [{"name": "main", "image": busybox_image}]},
+        }
+        with pytest.raises(ApiError) as refused:
+            await api.create(bridge, namespace="default")
+        assert refused.value.code == 422
+        assert "fleetlet.io/network-mode" in refused.value.message and '"bridge"' in refused.value.message
+
+        await api.create(
+            {
+                "apiVersion": "fleetlet.io/v1",
+                "kind": "Secret",
+                "metadata": {"name": "vault-creds"},
+                "stringData": {"password": secret_value},
+            },
+            namespace="default",
+        )
+        await api.create(
+            {
+                "apiVersion": "fleetlet.io/v1",
+                "kind": "Workload",
+                "metadata": {"name": "vault"},
+                "spec": {
+                    "runtime": "docker",
+                    "restartPolicy": "Always",
+                    "containers": [
+                        {
+                            "name": "main",
+                            "image": busybox_image,
+                            "command": ["sh", "-c", "echo vault up; exec sleep 3600"],
+                            "env": [
+                                {
+                                    "name": "PASSWORD",
+                                    "valueFrom": {"secretKeyRef": {"name": "vault-creds", "key": "password"}},
+                                }
+                            ],
+                            "volumeMounts": [{"name": "creds", "mountPath": "/run/secrets/vault"}],
+                        },
+                        {
+                            "name": "sidecar",
+                            "image": busybox_image,
+                            "command": ["sh", "-c", "exec sleep 3600"],
+                        },
+                    ],
+                    "volumes": [{"name": "creds", "secret": {"secretName": "vault-creds"}}],
+                },
+            },
+            namespace="default",
+        )
+    wl = await _running_workload(fleet, "vault")
+    uid = wl["metadata"]["uid"]
+    client = docker.DockerClient(base_url=docker_host)
+    try:
+        ctrs = _stack(client, uid)
+        main = ctrs["main"]
+        # Host networking (the default), the secret as a file (read-only, 0600) and as env.
+        assert main.attrs["HostConfig"]["NetworkMode"] == "host"
+        mount = _mounts(main)["/run/secrets/vault"]
+        assert mount["Type"] == "bind" and mount["RW"] is False
+        assert _exec(main, "cat", "/run/secrets/vault/password") == (0, secret_value)
+        # On the device: a 0700 folder of 0600 files under the agent's data dir.
+        source = Path(mount["Source"])
+        assert source.is_relative_to(tmp_path / "sbc-1")
+        assert _modes(source, source / "password") == [0o700, 0o600]
+        assert f"PASSWORD={secret_value}" in main.attrs["Config"]["Env"]
+        assert all(secret_value not in v for v in main.labels.values())
+    finally:
+        client.close()
+
+    async def usage() -> list[dict[str, Any]] | None:
+        async with fleet.api() as api:
+            got = await api.get("workloads", "vault", "default")
+        statuses = (got.get("status") or {}).get("containerStatuses") or []
+        ok = {s.get("name") for s in statuses} == {"main", "sidecar"} and all(
+            {"cpu", "memory"} <= set(s.get("usage") or {}) for s in statuses
+        )
+        return statuses if ok else None
+
+    statuses = await eventually(
+        usage, "CPU and memory of both containers in the Workload status", timeout=120
+    )
+    for s in statuses:
+        assert s["state"] == "running" and s["ready"] is True
+        # Quantities as Kubernetes writes them: "0" or millicores; bytes with a binary suffix.
+        assert re.fullmatch(r"0|\d+m", s["usage"]["cpu"]), s
+        assert re.fullmatch(r"\d+(\.\d)?(Ki|Mi|Gi)?", s["usage"]["memory"]), s
+        assert parse_bytes(s["usage"]["memory"]) > 0, s
+    # Never a secret value in what the gateway or the agent logged.
+    logs = _logs_of(tmp_path / "logs", ("agent", "gateway"))
+    assert {name.split("-")[0] for name in logs} == {"agent", "gateway"}
+    assert [name for name, text in logs.items() if secret_value in text] == []
