@@ -17,7 +17,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -114,6 +114,8 @@ class CoapDeviceProvider:
         self.on_doc_changed: Callable[[str], None] = lambda device: None
         # Set by the upstream: Online devices or capacity changed.
         self.on_node_changed: Callable[[], None] = lambda: None
+        # Set by the upstream: whether a workload's Secrets/ConfigMaps are all watched.
+        self.refs_watched: Callable[[str], bool] = lambda uid: False
 
     async def load(self) -> None:
         """Documents and credentials from the local store: what is served before the API answers."""
@@ -194,6 +196,7 @@ class CoapDeviceProvider:
             log.warning("workload %s cannot be delivered: %s", info.key, e.message)
             current_status = {**(workload.get("status") or {}), **self.status.last_known(info.key)}
             self.status.update(info.key, delivery_failed_fields(current_status, e.reason, e.message))
+            info.has_refs = True  # kept whole: a Secret/ConfigMap that appears may fix it
             return  # the device keeps what it had
         except Exception as e:
             if current is None:
@@ -206,10 +209,12 @@ class CoapDeviceProvider:
         if self.live:
             await self._rebuild(device)
 
-    async def refresh_refs(self) -> None:
-        """Re-read the Secrets and ConfigMaps workloads use (the gateway may only get, not watch)."""
-        for info in list(self._wls.values()):
-            if info.has_refs and self._wls.get(_uid(info.obj)) is info:
+    async def refresh_refs(self, uids: Iterable[str] | None = None) -> None:
+        """Translate again (re-reading Secrets/ConfigMaps) these workloads, or with ``None`` those
+        whose references the upstream does not watch (the fallback poll)."""
+        for uid in list(self._wls) if uids is None else list(uids):
+            info = self._wls.get(uid)
+            if info is not None and info.has_refs and (uids is not None or not self.refs_watched(uid)):
                 await self._apply(info.obj, force=True)
 
     async def go_live(self, known_uids: set[str] | None = None) -> None:
@@ -419,10 +424,6 @@ class CoapDeviceProvider:
             self.status.update(key, {"phase": "Offline", "conditions": device_conditions(current, False)})
         if gone:
             self.on_node_changed()
-
-
-def _uid(obj: Obj) -> str:
-    return str((obj.get("metadata") or {}).get("uid") or "")
 
 
 __all__ = ["EMPTY_DOC", "CoapDeviceProvider", "DocView", "EventSink", "LogEvents"]

@@ -15,7 +15,7 @@ passes ``*v1.Pod``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol, runtime_checkable
 
 Obj = dict[str, Any]
@@ -82,6 +82,14 @@ class GatewayProvider(WorkloadProvider, DeviceSource, NodeProvider, Protocol):
     changed, and :meth:`go_live`. The upstream depends on this, never on a concrete provider."""
 
     on_node_changed: Callable[[], None]
+    # Set by the upstream: whether every Secret/ConfigMap a workload (by uid) references is
+    # watched, so that a poll (``refresh_refs()``) can skip it.
+    refs_watched: Callable[[str], bool]
+
+    async def refresh_refs(self, uids: Iterable[str] | None = None) -> None:
+        """Build these workloads (by uid) again: a Secret or ConfigMap they reference changed.
+        ``None``: every workload with references that are not all watched (the fallback poll)."""
+        ...
 
     async def go_live(self, known_uids: set[str] | None = None) -> None:
         """The informers have synced; ``known_uids`` are the Workloads bound right now. Until

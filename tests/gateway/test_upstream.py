@@ -6,8 +6,9 @@
   Devices, ``spec.gatewayName=<gw>`` for Workloads): objects of another gateway never arrive.
 - A server restart is a disconnect: the watches resume from the last resourceVersion, with no
   relist. (410 Expired -> relist is tested on the same client and informer in test_apiclient.py.)
-- A referenced ConfigMap that changes reaches the device's document (re-read, not watched: a
-  gateway token may get Secrets and ConfigMaps, not list or watch them).
+- A referenced ConfigMap that changes reaches the device's document through a list+watch of that
+  object alone (``fieldSelector=metadata.name=<name>``), started with the first workload that
+  references it and stopped with the last; past ``max_ref_watches`` references are polled.
 
 The requests are the gateway's own client's (gateway/apiclient.py); the test only records the
 request lines it sends.
@@ -18,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,8 @@ class MemoryProvider:
         self.calls: list[tuple[str, str]] = []
         self.live: set[str] | None = None
         self.on_node_changed: Callable[[], None] = lambda: None
+        self.refs_watched: Callable[[str], bool] = lambda uid: False
+        self.refreshed: list[set[str]] = []
 
     @staticmethod
     def _name(obj: Obj) -> str:
@@ -109,6 +112,12 @@ class MemoryProvider:
 
     async def ping(self) -> None:
         return None
+
+    async def refresh_refs(self, uids: Iterable[str] | None = None) -> None:
+        self.refreshed.append(set(self._refs_polled() if uids is None else uids))
+
+    def _refs_polled(self) -> list[str]:
+        return [uid for uid in self.workloads if not self.refs_watched(uid)]
 
     async def go_live(self, known_uids: set[str] | None = None) -> None:
         self.live = set(known_uids or ())
@@ -234,63 +243,171 @@ async def test_a_second_provider_gets_only_its_gateways_objects_and_resumes_afte
         assert set(provider.workloads) == {later["metadata"]["uid"]}
 
 
-async def test_a_changed_configmap_reaches_the_document(cluster: Cluster, tmp_path: Path) -> None:
+def _configmap(name: str, text: str) -> Obj:
+    return {
+        "apiVersion": "fleetlet.io/v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": "default"},
+        "data": {"settings.json": text},
+    }
+
+
+def _with_settings(name: str, configmap: str) -> Obj:
+    wl = micropython_workload(name)
+    wl["spec"]["app"]["modules"].append(
+        {"name": "settings.json", "configMapRef": {"name": configmap, "key": "settings.json"}}
+    )
+    return wl
+
+
+@contextlib.asynccontextmanager
+async def coap_upstream(
+    cluster: Cluster, gateway: str, data: Path, **kwargs: Any
+) -> AsyncIterator[tuple[Upstream, CoapDeviceProvider, RecordingApi]]:
+    """The real CoAP provider behind an in-process Upstream (no poll loop runs: only watches)."""
+    store = await LocalStore.open(data / "provider.db")
+    api = RecordingApi(cluster.url, cluster.gateway_token(gateway))
+    upstream = Upstream(api, store, gateway, lease_interval=1.0, **kwargs)
+    status = StatusSync(upstream, store)
+    provider = CoapDeviceProvider(store, status, upstream, events=upstream)
+    upstream.attach(provider, status)
+    task = asyncio.create_task(upstream.run())
+    try:
+        await asyncio.wait_for(upstream.synced.wait(), 30)
+        yield upstream, provider, api
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await api.close()
+        await store.close()
+
+
+def _settings(provider: CoapDeviceProvider, device: str) -> dict[str, bytes]:
+    """settings.json's digest per workload in the device's document."""
+    out: dict[str, bytes] = {}
+    for w in DesiredDoc.from_cbor(provider.desired(device).doc).workloads:
+        assert isinstance(w, MicroPythonWorkload)
+        out[w.name] = next(m.sha256 for m in w.modules if m.name == "settings.json")
+    return out
+
+
+def _sha(text: str) -> bytes:
+    return hashlib.sha256(text.encode()).digest()
+
+
+async def test_a_changed_configmap_reaches_the_document_through_its_watch(
+    cluster: Cluster, tmp_path: Path
+) -> None:
     cluster.add_device("ref-a", "gw-ref")
     async with cluster.api() as admin:
-        await admin.create(
-            {
-                "apiVersion": "fleetlet.io/v1",
-                "kind": "ConfigMap",
-                "metadata": {"name": "conf", "namespace": "default"},
-                "data": {"settings.json": '{"v": 1}'},
-            }
-        )
-    wl = micropython_workload("ref-app")
-    wl["spec"]["app"]["modules"].append(
-        {"name": "settings.json", "configMapRef": {"name": "conf", "key": "settings.json"}}
-    )
-    async with cluster.api() as admin:
-        await admin.create(wl)
+        await admin.create(_configmap("conf", '{"v": 1}'))
+        await admin.create(_with_settings("ref-app", "conf"))
         await admin.bind("default", "ref-app", "ref-a")
 
-    store = await LocalStore.open(tmp_path / "provider.db")
-    try:
-        api = RecordingApi(cluster.url, cluster.gateway_token("gw-ref"))
-        upstream = Upstream(api, store, "gw-ref", lease_interval=1.0)
-        status = StatusSync(upstream, store)
-        provider = CoapDeviceProvider(store, status, upstream, events=upstream)
-        upstream.attach(provider, status)
-        task = asyncio.create_task(upstream.run())
-        try:
-            await asyncio.wait_for(upstream.synced.wait(), 30)
+    async with coap_upstream(cluster, "gw-ref", tmp_path) as (upstream, provider, api):
+        key = "configmap:default/conf"
+        assert upstream.refs.keys == [key]
+        gen = provider.desired("ref-a").gen
+        assert _settings(provider, "ref-a") == {"default/ref-app": _sha('{"v": 1}')}
+        assert await provider.blob(_sha('{"v": 1}')) == b'{"v": 1}'
+        # One list+watch of that object alone: by name, in its namespace.
+        watches = [
+            p
+            for m, path, p in api.sent
+            if m == "GET" and path == "/api/v1/namespaces/default/configmaps" and p.get("watch") == "true"
+        ]
+        assert watches and {p["fieldSelector"] for p in watches} == {"metadata.name=conf"}
+        assert api.collection_gets("configmaps") == []  # never across namespaces
+        one = "/api/v1/namespaces/default/configmaps/conf"
+        gets = sum(1 for m, path, _ in api.sent if m == "GET" and path == one)
 
-            def settings_blob() -> tuple[int, bytes]:
-                view = provider.desired("ref-a")
-                (w,) = DesiredDoc.from_cbor(view.doc).workloads
-                assert isinstance(w, MicroPythonWorkload)
-                (ref,) = [m for m in w.modules if m.name == "settings.json"]
-                return view.gen, ref.sha256
+        async def watched() -> bool:
+            return provider.refs_watched(next(iter(provider._wls)))
 
-            gen, sha = settings_blob()
-            assert sha == hashlib.sha256(b'{"v": 1}').digest()
-            assert await provider.blob(sha) == b'{"v": 1}'
-            async with cluster.api() as admin:
-                await admin.patch("configmaps", "conf", {"data": {"settings.json": '{"v": 2}'}}, "default")
-            await provider.refresh_refs()  # what the gateway runs every refresh interval
-            gen2, sha2 = settings_blob()
-            assert gen2 == gen + 1 and sha2 == hashlib.sha256(b'{"v": 2}').digest()
-            assert await provider.blob(sha2) == b'{"v": 2}'
-            # Nothing changed: re-reading keeps gen (and so the ETag) where it is.
-            await provider.refresh_refs()
-            assert settings_blob() == (gen2, sha2)
-            # Secrets and ConfigMaps are read one by one: never listed or watched.
-            assert api.collection_gets("configmaps") == []
-            one = "/api/v1/namespaces/default/configmaps/conf"
-            assert any(m == "GET" and path == one for m, path, _ in api.sent)
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            await api.close()
-    finally:
-        await store.close()
+        await eventually(watched, "the watch to sync")
+        async with cluster.api() as admin:
+            await admin.patch("configmaps", "conf", {"data": {"settings.json": '{"v": 2}'}}, "default")
+
+        async def changed() -> bool:
+            return _settings(provider, "ref-a") == {"default/ref-app": _sha('{"v": 2}')}
+
+        await eventually(changed, "the new ConfigMap in the document (no poll runs here)")
+        assert provider.desired("ref-a").gen == gen + 1
+        assert await provider.blob(_sha('{"v": 2}')) == b'{"v": 2}'
+        # The watch event carried the object: the rebuild did not get it again.
+        assert sum(1 for m, path, _ in api.sent if m == "GET" and path == one) == gets
+        # The poll (main.py runs it every refresh interval) leaves watched references alone.
+        await provider.refresh_refs()
+        assert sum(1 for m, path, _ in api.sent if m == "GET" and path == one) == gets
+
+        # A second workload on the same ConfigMap shares the watch; the last one gone stops it.
+        async with cluster.api() as admin:
+            await admin.create(_with_settings("ref-app-2", "conf"))
+            await admin.bind("default", "ref-app-2", "ref-a")
+
+        async def both() -> bool:
+            return len(_settings(provider, "ref-a")) == 2
+
+        await eventually(both, "the second workload")
+        assert upstream.refs.keys == [key]
+        async with cluster.api() as admin:
+            await admin.delete("workloads", "ref-app", "default")
+        await eventually(lambda: _async(len(_settings(provider, "ref-a")) == 1), "the first one gone")
+        assert upstream.refs.keys == [key]
+        async with cluster.api() as admin:
+            await admin.delete("workloads", "ref-app-2", "default")
+        await eventually(lambda: _async(upstream.refs.keys == []), "the watch stopped")
+
+
+async def _async(value: bool) -> bool:
+    return value
+
+
+async def test_references_past_the_cap_are_polled_until_a_watch_frees(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    cluster.add_device("cap-a", "gw-cap")
+    async with cluster.api() as admin:
+        for n in (1, 2):
+            await admin.create(_configmap(f"conf-{n}", f'{{"n": {n}}}'))
+            await admin.create(_with_settings(f"cap-app-{n}", f"conf-{n}"))
+            await admin.bind("default", f"cap-app-{n}", "cap-a")
+
+    async with coap_upstream(cluster, "gw-cap", tmp_path, max_ref_watches=1) as (upstream, provider, _api):
+        (watched_key,) = upstream.refs.keys
+        n_watched = int(watched_key[-1])
+        n_polled = 3 - n_watched
+        by_name = {w.obj["metadata"]["name"]: uid for uid, w in provider._wls.items()}
+
+        async def synced() -> bool:
+            return provider.refs_watched(by_name[f"cap-app-{n_watched}"])
+
+        await eventually(synced, "the one watch to sync")
+        assert not provider.refs_watched(by_name[f"cap-app-{n_polled}"])
+        async with cluster.api() as admin:
+            await admin.patch(
+                "configmaps", f"conf-{n_polled}", {"data": {"settings.json": '{"polled": 1}'}}, "default"
+            )
+        # Not watched: the fallback poll is what brings it.
+        await provider.refresh_refs()
+        assert _settings(provider, "cap-a")[f"default/cap-app-{n_polled}"] == _sha('{"polled": 1}')
+
+        # The watched reference goes: the polled one gets the free watch, and then its changes
+        # arrive without a poll.
+        async with cluster.api() as admin:
+            await admin.delete("workloads", f"cap-app-{n_watched}", "default")
+        polled_key = f"configmap:default/conf-{n_polled}"
+        await eventually(lambda: _async(upstream.refs.keys == [polled_key]), "the freed watch taken")
+        await eventually(
+            lambda: _async(provider.refs_watched(by_name[f"cap-app-{n_polled}"])), "its watch to sync"
+        )
+        async with cluster.api() as admin:
+            await admin.patch(
+                "configmaps", f"conf-{n_polled}", {"data": {"settings.json": '{"watched": 1}'}}, "default"
+            )
+
+        async def arrived() -> bool:
+            return _settings(provider, "cap-a").get(f"default/cap-app-{n_polled}") == _sha('{"watched": 1}')
+
+        await eventually(arrived, "the change through the promoted watch")
