@@ -102,8 +102,9 @@ def workload_references(spec: Obj) -> tuple[set[str], set[str]]:
 
     The one definition of "referenced": the gateway watches exactly these for each bound
     Workload, and the API server (server/auth/rbac.py) lets a gateway token read a Secret or
-    ConfigMap only when a Workload bound to one of its devices names it here. It is a superset
-    of what gateway/translate.py reads (it counts volumes too, which are not on the wire yet).
+    ConfigMap only when a Workload bound to one of its devices names it here. It must cover all
+    that gateway/translate.py reads (env key refs, secret and configMap volumes, app modules and
+    app secrets), or the gateway is refused what it needs.
     """
     secrets: set[str] = set()
     configmaps: set[str] = set()
