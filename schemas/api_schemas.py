@@ -299,6 +299,56 @@ def _paths_for(k: KindSpec) -> dict[str, Any]:
     return paths
 
 
+def _binding_list_schema() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "description": "Many bindings in one request (answered item by item), or one Binding "
+        "whose metadata.name is the workload.",
+        "properties": {
+            "apiVersion": {"const": _API_VERSION},
+            "kind": {"const": "BindingList"},
+            "items": {
+                "type": "array",
+                "maxItems": 1000,
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "metadata": {"type": "object", "properties": {"name": {"type": "string"}}},
+                        "target": {"$ref": "#/components/schemas/Binding/properties/target"},
+                        "status": {
+                            "type": "object",
+                            "description": "In the answer: code 201 when bound, else the error",
+                            "properties": {
+                                "code": {"type": "integer"},
+                                "reason": {"type": "string"},
+                                "message": {"type": "string"},
+                            },
+                        },
+                    },
+                },
+            },
+        },
+        "required": ["items"],
+    }
+
+
+def _bindings_path() -> dict[str, Any]:
+    ref = {"$ref": "#/components/schemas/BindingList"}
+    either = {"oneOf": [ref, {"$ref": "#/components/schemas/Binding"}]}
+    return {
+        "parameters": [{"name": "namespace", "in": "path", "required": True, "schema": {"type": "string"}}],
+        "post": {
+            "operationId": "createNamespacedBindings",
+            "tags": ["Workload"],
+            "description": "Bind many workloads of a namespace to devices in one request (schedulers).",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": either}}},
+            "responses": _responses(
+                {"description": "Each item's result", "content": {"application/json": {"schema": ref}}}
+            ),
+        },
+    }
+
+
 def _binding_schema() -> dict[str, Any]:
     return {
         "type": "object",
@@ -327,11 +377,17 @@ def generate_openapi(kinds: Iterable[KindSpec], version: str) -> dict[str, Any]:
         s = _rewrite_refs(_read(f"{k.kind.lower()}.json"), "#/components/schemas/")
         for key in ("$schema", "$id"):
             s.pop(key, None)
+        for name, d in s.pop("$defs", {}).items():  # a kind's own definitions join the shared ones
+            if name in schemas and schemas[name] != d:
+                raise ValueError(f"{k.kind.lower()}.json: $defs/{name} clashes with another definition")
+            schemas[name] = d
         schemas[k.kind] = s
         schemas[f"{k.kind}List"] = _list_schema(k.kind)
         paths.update(_paths_for(k))
     schemas["Status"] = _status_schema()
     schemas["Binding"] = _binding_schema()
+    schemas["BindingList"] = _binding_list_schema()
+    paths["/api/v1/namespaces/{namespace}/bindings"] = _bindings_path()
     plain = {"description": "OK", "content": {"text/plain": {"schema": {"type": "string"}}}}
     paths["/healthz"] = {"get": {"operationId": "healthz", "security": [], "responses": {"200": plain}}}
     paths["/readyz"] = {"get": {"operationId": "readyz", "responses": {"200": plain}}}

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 import copy
 import errno
 import logging
 import socket
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 
@@ -300,6 +302,37 @@ class ApiClient:
             "target": {"kind": "Device", "name": device},
         }
         return await self._obj("POST", resource_path(rt, namespace, workload, "binding"), body=body)
+
+    async def bind_many(
+        self, namespace: str, bindings: Sequence[tuple[str, str]]
+    ) -> builtins.list[ApiError | None]:
+        """Bind many (workload, device) pairs of one namespace in one request.
+
+        One result per pair, in order: None when bound, else the item's error (409 when already
+        bound, 404 when the workload or device is gone). A failure of the request as a whole
+        (auth, connection, 5xx) raises, as other calls do.
+        """
+        body = {
+            "apiVersion": API_VERSION,
+            "kind": "BindingList",
+            "items": [
+                {"metadata": {"name": w}, "target": {"kind": "Device", "name": d}} for w, d in bindings
+            ],
+        }
+        ns = quote(namespace, safe="")
+        answer = await self._obj("POST", f"/api/v1/namespaces/{ns}/bindings", body=body)
+        items = answer.get("items")
+        if not isinstance(items, list) or len(items) != len(bindings):
+            raise ApiError(500, "InternalError", "the server answered a BindingList with the wrong items")
+        out: builtins.list[ApiError | None] = []
+        for item in items:
+            st = item.get("status") if isinstance(item, dict) else None
+            code = st.get("code") if isinstance(st, dict) else None
+            if code == 201:
+                out.append(None)
+            else:
+                out.append(ApiError.from_status(st if isinstance(st, dict) else {}, 500))
+        return out
 
     async def version(self) -> Obj:
         return await self._obj("GET", "/version")

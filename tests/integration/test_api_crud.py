@@ -235,6 +235,45 @@ async def test_binding(api: Api) -> None:
     assert (await api.call("POST", f"{NS}/workloads/ghost/binding", ghost)).status == 404
 
 
+async def test_binding_list_answers_each_item(api: Api) -> None:
+    for name in ("a", "b", "taken"):
+        await api.ok("POST", f"{NS}/workloads", workload(name))
+    await api.ok("POST", "/api/v1/devices", device("dev1", gateway="gw7"))
+    await api.ok("POST", f"{NS}/workloads/taken/binding", {"target": {"kind": "Device", "name": "dev1"}})
+
+    def item(name: str | None, dev: str = "dev1") -> dict[str, Any]:
+        return {"metadata": {"name": name} if name else {}, "target": {"kind": "Device", "name": dev}}
+
+    items = [item("a"), item("taken"), item("ghost"), item("b", "nope"), item(None), item("b")]
+    r = await api.ok("POST", f"{NS}/bindings", {"kind": "BindingList", "items": items})
+    assert r["kind"] == "BindingList"
+    got = [(i["metadata"]["name"], i["status"]["code"]) for i in r["items"]]
+    assert got == [("a", 201), ("taken", 409), ("ghost", 404), ("b", 404), (None, 422), ("b", 201)]
+    assert "already bound" in r["items"][1]["status"]["message"]
+    for name in ("a", "b"):
+        wl = await api.ok("GET", f"{NS}/workloads/{name}")
+        assert (wl["spec"]["deviceName"], wl["status"]["phase"]) == ("dev1", "Scheduled")
+    # Kubernetes' form of the collection: one Binding named after the workload.
+    await api.ok("POST", f"{NS}/workloads", workload("c"))
+    one = await api.call("POST", f"{NS}/bindings", {"kind": "Binding", **item("c")})
+    assert one.status == 201 and one.body["status"] == "Success"
+    assert (await api.call("POST", f"{NS}/bindings", {"kind": "Binding", **item("c")})).status == 409
+
+
+async def test_binding_list_refuses_bad_requests(api: Api) -> None:
+    await api.ok("POST", "/api/v1/devices", device("dev1", gateway="gw7"))
+    assert (await api.call("GET", f"{NS}/bindings")).status == 405
+    assert (await api.call("POST", f"{NS}/bindings", {"kind": "ConfigMap"})).status == 400
+    assert (await api.call("POST", f"{NS}/bindings", {"kind": "BindingList", "items": "x"})).status == 422
+    many = [{"metadata": {"name": f"w{i}"}, "target": {"name": "dev1"}} for i in range(1001)]
+    assert (await api.call("POST", f"{NS}/bindings", {"kind": "BindingList", "items": many})).status == 422
+    gw = await api.token("gateway", gateway="gw7")
+    body = {"kind": "BindingList", "items": []}
+    assert (await api.call("POST", f"{NS}/bindings", body, token=gw)).status == 403
+    viewer = await api.token("viewer")
+    assert (await api.call("POST", f"{NS}/bindings", body, token=viewer)).status == 403
+
+
 async def test_selectors_and_pagination(api: Api) -> None:
     for i in range(7):
         body = workload(f"w{i}")
