@@ -34,6 +34,11 @@ class _StoreCollector(Collector):
             "fleetlet_store_commits", "Committed transactions (group commits)", value=s.commits
         )
         yield CounterMetricFamily("fleetlet_store_writes", "Committed writes", value=s.writes)
+        yield CounterMetricFamily(
+            "fleetlet_store_commit_seconds",
+            "Time spent committing group commits (divide by commits for the mean)",
+            value=s.commit_seconds,
+        )
         yield GaugeMetricFamily(
             "fleetlet_store_last_batch_size", "Writes in the last group commit", value=s.last_batch_size
         )

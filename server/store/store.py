@@ -119,6 +119,7 @@ class StoreStats:
     last_batch_size: int
     max_batch_size: int
     last_compaction_step_ms: float
+    commit_seconds: float = 0.0
 
 
 class Store:
@@ -152,6 +153,7 @@ class Store:
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
         self.commits = 0
+        self.commit_seconds = 0.0  # time from handing a batch to the database until it committed
         self.writes = 0
         self.last_batch_size = 0
         self.max_batch_size = 0
@@ -235,6 +237,7 @@ class Store:
             last_batch_size=self.last_batch_size,
             max_batch_size=self.max_batch_size,
             last_compaction_step_ms=self._backend.last_compaction_step_ms,
+            commit_seconds=self.commit_seconds,
         )
 
     async def database_bytes(self) -> int:
@@ -582,7 +585,9 @@ class Store:
             done.append((op, raw))
         if rows:
             try:
+                started = time.perf_counter()
                 await self._run(self._backend.commit, rows, rev)
+                self.commit_seconds += time.perf_counter() - started
             except Exception as e:
                 log.error("store commit of %d writes failed: %s", len(rows), e)
                 for op, _ in done:

@@ -160,6 +160,24 @@ async def test_concurrent_writes_are_group_committed(store: Store) -> None:
     assert stats.max_batch_size > 1
 
 
+async def test_batches_larger_than_one_statement_commit_whole(open_store: OpenStore) -> None:
+    """Batches of 512 writes span two multi-row statements (500 rows each): creates, then
+    deletes, all durable and all in the log."""
+    s = await open_store()
+    names = [f"w{i}" for i in range(1100)]
+    await asyncio.gather(*(s.create("workloads", wl(n)) for n in names))
+    assert s.stats().max_batch_size > 500
+    await asyncio.gather(*(s.delete("workloads", "default", n) for n in names[:700]))
+    rev = s.stats().revision
+    await s.close()
+    s2 = await open_store()
+    left = sorted(o["metadata"]["name"] for o in (await s2.list("workloads", "default")).items)
+    assert left == sorted(names[700:])
+    assert s2.stats().revision == rev
+    seen = await next_events(s2.watch("workloads", "default", since=rev - 700), 700)
+    assert [t for t, _ in seen] == ["DELETED"] * 700
+
+
 async def test_label_and_field_selectors(store: Store) -> None:
     await store.create("devices", dev("a", {"zone": "north", "tier": "x"}))
     await store.create("devices", dev("b", {"zone": "south"}))
