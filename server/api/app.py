@@ -209,6 +209,7 @@ def create_app(
     max_body: int = DEFAULT_MAX_BODY,
     bookmark_interval: float = 60.0,
     tokens: TokenIndex | None = None,
+    min_request_timeout: float = 1800.0,
 ) -> web.Application:
     """The API application over an open store. The caller owns (and closes) the store."""
     # client_max_size a little over our limit: we answer 413 ourselves, as a Status.
@@ -219,6 +220,7 @@ def create_app(
         metrics=ApiMetrics(store),
         max_body=max_body,
         bookmark_interval=bookmark_interval,
+        min_request_timeout=min_request_timeout,
     )
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

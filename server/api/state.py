@@ -19,6 +19,7 @@ class ApiState:
     metrics: ApiMetrics
     max_body: int
     bookmark_interval: float
+    min_request_timeout: float = 1800.0  # watches end after 1-2x this (kube-apiserver's default)
     watchers: set[Watcher] = field(default_factory=set)
     openapi: bytes | None = None
     shutting_down: bool = False

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 
 from aiohttp import web
 
@@ -26,7 +27,7 @@ CHUNK_BYTES = 64 * 1024
 WRITE_THROUGH_LIMIT = 64 * 1024
 
 
-def _params(request: web.Request) -> tuple[int | None, float | None, bool]:
+def _params(request: web.Request, min_request_timeout: float) -> tuple[int | None, float | None, bool]:
     rv_text = request.query.get("resourceVersion", "")
     since: int | None = None
     if rv_text not in ("", "0"):
@@ -41,6 +42,12 @@ def _params(request: web.Request) -> tuple[int | None, float | None, bool]:
             timeout = float(t_text)
         except ValueError:
             raise bad_request(f"timeoutSeconds: invalid value {t_text!r}") from None
+    elif min_request_timeout > 0:
+        # As kube-apiserver (--min-request-timeout): a watch without timeoutSeconds ends after
+        # a random 1-2x the minimum. Clients resume from their last resourceVersion; authorization
+        # is checked again then (a gateway's watch of a Secret no workload references any more
+        # must not live forever), and long-lived streams spread over time instead of piling up.
+        timeout = min_request_timeout * (1.0 + random.random())
     bookmarks = request.query.get("allowWatchBookmarks", "").lower() in ("1", "true", "yes")
     return since, timeout, bookmarks
 
@@ -54,7 +61,7 @@ async def _start(resp: web.StreamResponse, request: web.Request) -> None:
 async def serve_watch(
     api: ApiState, request: web.Request, kind: Kind, namespace: str | None
 ) -> web.StreamResponse:
-    since, timeout, bookmarks = _params(request)
+    since, timeout, bookmarks = _params(request, api.min_request_timeout)
     label_selector = request.query.get("labelSelector")
     field_selector = request.query.get("fieldSelector")
     initial: list[str] = []

@@ -184,3 +184,18 @@ async def test_shutdown_ends_open_watches(tmp_path: Path) -> None:
         await asyncio.sleep(0.05)
         await api.client.server.runner.shutdown()  # type: ignore[union-attr]
         assert await asyncio.wait_for(reader, 10) == ""
+
+
+async def test_watch_without_timeout_ends_after_the_minimum_request_timeout(tmp_path: Path) -> None:
+    """kube-apiserver's --min-request-timeout: an open-ended watch ends (cleanly, no ERROR)
+    after 1-2x the minimum, so authorization is checked again when the client re-watches."""
+    async with start_api(tmp_path, min_request_timeout=0.3) as api:
+        await api.ok("POST", f"{NS}/configmaps", {"metadata": {"name": "c"}})
+        rv = str(api.store.revision)
+        events = await asyncio.wait_for(api.watch_lines(f"{NS}/configmaps", {"resourceVersion": rv}), 10)
+        assert events == []  # nothing happened after rv, and the stream ended by itself
+        first = await asyncio.wait_for(api.watch_lines(f"{NS}/configmaps", {}), 10)
+        assert summary(first) == [("ADDED", "c")]
+        # A client's own timeoutSeconds still applies.
+        own = api.watch_lines(f"{NS}/configmaps", {"resourceVersion": rv, "timeoutSeconds": "0.05"})
+        assert await asyncio.wait_for(own, 10) == []
