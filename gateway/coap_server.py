@@ -340,7 +340,9 @@ class DeviceResources:
             self._end(ep, (request.remote, request.token))
         d = self._auth(ep, request)
         if isinstance(d, Message):
-            return d  # not established, and an existing one of this token ends (RFC 7641 4.1)
+            if observe == 0:  # not established, and an existing one of this token ends (4.1)
+                self._end(ep, (request.remote, request.token))
+            return d
         self.backend.touch(d)
         view = self.backend.desired(ep)
         want = request.block2  # block 0 is only a size proposal: it may still get 2.03 Valid

@@ -40,6 +40,8 @@ class Backend:
     def authorize(self, ep: str, host: str) -> Any:
         if ep != "dev1":
             return Refusal("NOT_FOUND", "UnknownDevice", f"no device {ep!r}")
+        if host != self.device.host:
+            return Refusal("FORBIDDEN", "WrongAddress", "registered from another address")
         return self.device
 
     def desired(self, ep: str) -> DocView:
@@ -233,6 +235,13 @@ async def test_observe_notifications_and_their_end() -> None:
         assert site.devices.observer_count() == 1
         await peer.ask(req(Code.GET, "/d/dev1/desired", 4, b"o2", [(coap.OBSERVE, b"\x01")]))
         assert site.devices.observer_count() == 0
+        # A refused re-registration ends the observation of that token (RFC 7641 4.1).
+        await peer.ask(req(Code.GET, "/d/dev1/desired", 6, b"o4", [(coap.OBSERVE, b"")]))
+        assert site.devices.observer_count() == 1
+        backend.device.host = "127.0.0.2"  # now registered from elsewhere: 4.03
+        gone = await peer.ask(req(Code.GET, "/d/dev1/desired", 7, b"o4", [(coap.OBSERVE, b"")]))
+        assert gone.code == Code.FORBIDDEN and site.devices.observer_count() == 0
+        backend.device.host = "127.0.0.1"
         refused = await peer.ask(req(Code.GET, "/d/nobody/desired", 5, b"o3", [(coap.OBSERVE, b"")]))
         assert (
             refused.code == Code.NOT_FOUND and refused.observe is None and site.devices.observer_count() == 0
