@@ -22,8 +22,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from fleetlet.server.client.references import workload_references
+
 from .localstore import LocalStore
-from .provider import workload_references
 from .report_status import set_condition
 from .status_sync import StatusSync, now_rfc3339, object_key
 

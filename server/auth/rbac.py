@@ -14,10 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from fleetlet.gateway.provider import workload_references
-
 from ..api.resources import NODE_LEASE_NAMESPACE
 from ..api.status import ApiError
+from ..client.references import workload_references
 from ..store import Store
 from ..store.selectors import parse_field_selector
 from .tokens import Principal
