@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import socket
 import subprocess
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -176,3 +177,14 @@ def micropython_workload(
             "app": {"entry": "main", "modules": [{"name": "main.py", "source": source}], **app},
         },
     }
+
+
+@contextlib.contextmanager
+def running_cluster(tmp: Path, fleetlet_bin: str) -> Iterator[Cluster]:
+    """A Cluster with its server started, closed (server and gateways) on exit."""
+    c = Cluster(tmp, fleetlet_bin)
+    try:
+        c.start_server()
+        yield c
+    finally:
+        c.close()

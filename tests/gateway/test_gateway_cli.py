@@ -16,7 +16,6 @@ import hashlib
 import json
 import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -71,16 +70,6 @@ def test_gateway_refuses_bad_flags(fleetlet_bin: str, tmp_path: Path) -> None:
     assert bad.returncode == 1
     assert bad.stderr == "error: invalid listen address '127.0.0.1:notaport': expected host:port\n"
     assert not (tmp_path / "d").exists()  # refused before touching anything
-
-
-@pytest.fixture
-def cluster(tmp_path: Path, fleetlet_bin: str) -> Iterator[Cluster]:
-    c = Cluster(tmp_path, fleetlet_bin)
-    try:
-        c.start_server()
-        yield c
-    finally:
-        c.close()
 
 
 async def test_gateway_from_config_and_device_add_printing_its_config(

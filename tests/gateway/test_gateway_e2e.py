@@ -20,7 +20,7 @@ from fleetlet.gateway.wire import DesiredDoc, MicroPythonWorkload, Report, Workl
 from tests.fixtures import ServerProcess
 
 from .devsim import DeviceSim
-from .harness import Cluster, eventually, micropython_workload
+from .harness import Cluster, eventually, micropython_workload, running_cluster
 
 pytestmark = pytest.mark.e2e
 
@@ -30,12 +30,8 @@ BIG_MODULE = "".join(f"# line {i:05d} of a module bigger than four kilobytes\n" 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory, fleetlet_bin: str) -> Iterator[Cluster]:
-    c = Cluster(tmp_path_factory.mktemp("gw"), fleetlet_bin)
-    try:
-        c.start_server()
+    with running_cluster(tmp_path_factory.mktemp("gw"), fleetlet_bin) as c:
         yield c
-    finally:
-        c.close()
 
 
 @pytest.fixture(scope="module")

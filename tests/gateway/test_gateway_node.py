@@ -25,7 +25,7 @@ from fleetlet.hardware.quantity import parse_bytes, parse_cpu_millis
 from tests.fixtures import ServerProcess
 
 from .devsim import DeviceSim
-from .harness import Cluster, eventually, micropython_workload
+from .harness import Cluster, eventually, micropython_workload, running_cluster
 
 pytestmark = pytest.mark.e2e
 
@@ -34,12 +34,8 @@ GW = "gw-node"
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory, fleetlet_bin: str) -> Iterator[Cluster]:
-    c = Cluster(tmp_path_factory.mktemp("node"), fleetlet_bin)
-    try:
-        c.start_server()
+    with running_cluster(tmp_path_factory.mktemp("node"), fleetlet_bin) as c:
         yield c
-    finally:
-        c.close()
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,7 @@ from fleetlet.gateway.wire import LogBatch, LogClock, LogLine, LogStream, Runtim
 from tests.fixtures import ServerProcess
 
 from .devsim import DeviceSim
-from .harness import Cluster, eventually, micropython_workload
+from .harness import Cluster, eventually, micropython_workload, running_cluster
 
 pytestmark = pytest.mark.e2e
 
@@ -39,12 +39,8 @@ STAMP = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z) (.*)$")
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory, fleetlet_bin: str) -> Iterator[Cluster]:
-    c = Cluster(tmp_path_factory.mktemp("logs"), fleetlet_bin)
-    try:
-        c.start_server()
+    with running_cluster(tmp_path_factory.mktemp("logs"), fleetlet_bin) as c:
         yield c
-    finally:
-        c.close()
 
 
 @pytest.fixture(scope="module")

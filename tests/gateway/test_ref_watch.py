@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -23,16 +22,6 @@ from .devsim import DeviceSim
 from .harness import Cluster, eventually, micropython_workload
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def cluster(tmp_path: Any, fleetlet_bin: str) -> Iterator[Cluster]:
-    c = Cluster(tmp_path, fleetlet_bin)
-    try:
-        c.start_server()
-        yield c
-    finally:
-        c.close()
 
 
 async def _watchers(cluster: Cluster) -> dict[str, float]:

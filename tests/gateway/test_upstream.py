@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -121,16 +121,6 @@ class MemoryProvider:
 
     async def go_live(self, known_uids: set[str] | None = None) -> None:
         self.live = set(known_uids or ())
-
-
-@pytest.fixture
-def cluster(tmp_path: Path, fleetlet_bin: str) -> Iterator[Cluster]:
-    c = Cluster(tmp_path, fleetlet_bin)
-    try:
-        c.start_server()
-        yield c
-    finally:
-        c.close()
 
 
 @contextlib.asynccontextmanager

@@ -15,7 +15,7 @@ import pytest
 
 from tests.fixtures import ServerProcess
 from tests.fixtures.require import require, unavailable
-from tests.gateway.harness import Cluster
+from tests.gateway.harness import Cluster, running_cluster
 
 from .fw_harness import build_firmware
 
@@ -64,12 +64,8 @@ def run_micropython(micropython_bin: str) -> RunMicroPython:
 # -- a real server and gateway for the firmware tests (one per test module) ------------------
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory, fleetlet_bin: str) -> Iterator[Cluster]:
-    c = Cluster(tmp_path_factory.mktemp("fw"), fleetlet_bin)
-    try:
-        c.start_server()
+    with running_cluster(tmp_path_factory.mktemp("fw"), fleetlet_bin) as c:
         yield c
-    finally:
-        c.close()
 
 
 @pytest.fixture(scope="module")
