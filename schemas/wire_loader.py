@@ -11,7 +11,7 @@ import json
 import math
 import re
 from pathlib import Path
-from typing import Any, TypedDict, cast
+from typing import Any, NotRequired, TypedDict, cast
 
 WIRE_DIR = Path(__file__).resolve().parent / "wire"
 VECTORS_DIR = Path(__file__).resolve().parent / "vectors"
@@ -30,6 +30,7 @@ MESSAGE_RULES: dict[str, str] = {
 class Vector(TypedDict):
     name: str
     description: str
+    sender: NotRequired[str]  # "agent": only the SBC agent sends it (see schemas/vectors/README.md)
     hex: str
     decoded: Any
 

@@ -28,6 +28,12 @@ class RegKey(IntEnum):
     LIFETIME = 1
     LOCATION = 2
     TIME = 3
+    MIRROR = 4
+
+
+class MirrorKey(IntEnum):
+    ADDRESS = 1
+    UPSTREAM = 2
 
 
 class DesiredKey(IntEnum):
@@ -153,6 +159,7 @@ class LogKey(IntEnum):
 KEY_CLASSES: dict[str, type[IntEnum]] = {
     "hello": HelloKey,
     "reg": RegKey,
+    "mirror": MirrorKey,
     "desired": DesiredKey,
     "wl": WlKey,
     "vol": VolKey,

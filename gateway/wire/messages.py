@@ -27,6 +27,7 @@ from .keys import (
     LogClock,
     LogKey,
     LogStream,
+    MirrorKey,
     MntKey,
     NetworkMode,
     PortKey,
@@ -296,6 +297,22 @@ def _runtime(obj: Any, path: str) -> Runtime:
 
 
 @dataclass(frozen=True, slots=True)
+class MirrorOffer:
+    """The gateway's pull-through registry cache, as the registering device reaches it."""
+
+    address: str  # host:port, plain HTTP
+    upstream: str  # the registry it fronts, as in image names: "docker.io" or host[:port]
+
+    def to_obj(self) -> dict[int, Any]:
+        return {MirrorKey.ADDRESS.value: self.address, MirrorKey.UPSTREAM.value: self.upstream}
+
+    @classmethod
+    def from_obj(cls, obj: Any, path: str) -> Self:
+        f = _Fields(obj, path)
+        return cls(address=f.req(MirrorKey.ADDRESS, _tstr), upstream=f.req(MirrorKey.UPSTREAM, _tstr))
+
+
+@dataclass(frozen=True, slots=True)
 class Registered(_Message):
     """Payload of the 2.01 Created answer to a hello."""
 
@@ -303,6 +320,7 @@ class Registered(_Message):
     lifetime: int
     location: str
     time: int | None = None
+    registry_mirror: MirrorOffer | None = None
 
     def to_obj(self) -> dict[int, Any]:
         out: dict[int, Any] = {
@@ -312,6 +330,8 @@ class Registered(_Message):
         }
         if self.time is not None:
             out[RegKey.TIME] = self.time
+        if self.registry_mirror is not None:
+            out[RegKey.MIRROR] = self.registry_mirror.to_obj()
         return _plain_keys(out)
 
     @classmethod
@@ -322,6 +342,7 @@ class Registered(_Message):
             lifetime=f.req(RegKey.LIFETIME, _uint),
             location=f.req(RegKey.LOCATION, _tstr),
             time=f.opt(RegKey.TIME, _uint, None),
+            registry_mirror=f.opt(RegKey.MIRROR, MirrorOffer.from_obj, None),
         )
 
 

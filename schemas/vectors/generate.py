@@ -26,8 +26,10 @@ SHA_UTIL = hashlib.sha256(UTIL_MPY).digest()
 UID_A = "6f1c3c4e-2f7b-4d0a-9a41-0c5d2b7e8f10"
 UID_B = "b2d4e6f8-1a3c-4e5f-8a7b-9c0d1e2f3a4b"
 
-# (name, description, value) per message type. Keys are the CDDL constants.
-VECTORS: dict[str, list[tuple[str, str, Any]]] = {
+# (name, description, value[, sender]) per message type. Keys are the CDDL constants. A
+# sender ("agent": only the SBC agent sends it) marks a vector the firmware's message builders
+# do not produce; the MicroPython test checks it with the generic CBOR codec only.
+VECTORS: dict[str, list[tuple[Any, ...]]] = {
     "hello": [
         (
             "minimal",
@@ -57,6 +59,17 @@ VECTORS: dict[str, list[tuple[str, str, Any]]] = {
             "with-time",
             "gateway clock for a board without an RTC",
             {0: 1, 1: 86400, 2: "/rd/esp32-s3-kitchen", 3: 1764165600},
+        ),
+        (
+            "with-mirror",
+            "an SBC's registration at a gateway running a registry mirror (the firmware ignores it)",
+            {
+                0: 1,
+                1: 3600,
+                2: "/rd/pi-7",
+                3: 1764165600,
+                4: {1: "127.0.0.1:5001", 2: "registry.local:5000"},
+            },
         ),
     ],
     "desired": [
@@ -207,6 +220,31 @@ VECTORS: dict[str, list[tuple[str, str, Any]]] = {
             "a docker job that succeeded, large exit code and restarts",
             {0: 1, 1: 65536, 2: [{1: UID_B, 2: 1, 3: 4, 4: 1000, 5: 137}]},
         ),
+        (
+            "containers",
+            "SBC agent: a docker workload's containers, one serving, one crash-looping (cpu 0 kept)",
+            {
+                0: 1,
+                1: 12,
+                2: [
+                    {
+                        1: UID_B,
+                        2: 12,
+                        3: 6,
+                        4: 3,
+                        5: 137,
+                        8: False,
+                        9: [
+                            {1: "web", 2: 3, 5: True, 6: 250, 7: 52428800},
+                            {1: "sidecar", 2: 6, 3: 3, 4: 137, 5: False, 6: 0, 7: 4096},
+                        ],
+                    }
+                ],
+                3: 734003200,
+                4: 86400,
+            },
+            "agent",
+        ),
     ],
     "log_batch": [
         ("minimal", "empty batch of a MicroPython app", {0: 1, 1: UID_A, 3: []}),
@@ -294,12 +332,14 @@ INVALID: dict[str, list[tuple[str, Any, str]]] = {
 
 def build(message_type: str) -> dict[str, Any]:
     vectors = []
-    for name, description, value in VECTORS[message_type]:
+    for name, description, value, *sender in VECTORS[message_type]:
         data = encode_value(value)
+        vector: dict[str, Any] = {"name": name, "description": description}
+        if sender:
+            vector["sender"] = sender[0]
         # Tag the decoded value so $map entries follow the encoded (sorted) key order.
-        vectors.append(
-            {"name": name, "description": description, "hex": data.hex(), "decoded": tag(decode_value(data))}
-        )
+        vector.update(hex=data.hex(), decoded=tag(decode_value(data)))
+        vectors.append(vector)
     invalid = [
         {"name": name, "hex": encode_value(value).hex(), "error": error}
         for name, value, error in INVALID.get(message_type, [])

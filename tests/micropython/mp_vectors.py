@@ -85,6 +85,20 @@ def hexs(b):
     return binascii.hexlify(b).decode()
 
 
+def tagged(o):
+    # A decoded value in the vectors' tagged JSON form, for the test to compare with CPython.
+    t = type(o)
+    if t is dict:
+        return {"$map": [[tagged(k), tagged(x)] for k, x in o.items()]}
+    if t is list:
+        return [tagged(x) for x in o]
+    if t is bytes:
+        return {"$bytes": hexs(o)}
+    if t is float and (o != o or o in (INF, -INF)):
+        return {"$float": repr(o)}
+    return o
+
+
 def check(ident, ok, why=""):
     print(("PASS " + ident) if ok else ("FAIL %s %s" % (ident, why)))
 
@@ -171,7 +185,13 @@ def vector_item(kind, v, buf):
     got = cbor.loads(data)
     check(ident + "/decode", same(got, want), "got %r" % (got,))
     check(ident + "/roundtrip", hexs(cbor.dumps(got, buf)) == v["hex"])
-    check(ident + "/wire", wire_helpers(kind, want, data, buf))
+    if "sender" in v:
+        # Sent by another device (the SBC agent's container statuses), so wire.py has no
+        # builder for it: the generic codec above must still read and rewrite it, and the
+        # test compares what it decoded with CPython's decoding.
+        print("VALUE %s/value %s" % (ident, json.dumps(tagged(got))))
+    else:
+        check(ident + "/wire", wire_helpers(kind, want, data, buf))
 
 
 def vectors(path):

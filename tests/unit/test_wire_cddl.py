@@ -149,10 +149,11 @@ FIRMWARE_ENUM_PREFIX = {
     "log-clock": "CLOCK",
     "log-stream": "STREAM",
 }
-# Keys the firmware never reads: the insides of docker workloads and containers, and the
-# per-container statuses only the SBC agent reports.
-FIRMWARE_OMITS = {"ctr", "port", "res", "probe", "http", "vol", "mnt", "cs"}
-FIRMWARE_OMITS_KEYS = {"wl.volumes", "wl.network", "ws.containers"}
+# Keys the firmware never reads: the insides of docker workloads and containers, the
+# per-container statuses only the SBC agent reports, and the gateway's registry mirror (only
+# the SBC agent pulls images).
+FIRMWARE_OMITS = {"ctr", "port", "res", "probe", "http", "vol", "mnt", "cs", "mirror"}
+FIRMWARE_OMITS_KEYS = {"wl.volumes", "wl.network", "ws.containers", "reg.mirror"}
 FIRMWARE_OMITS_ENUMS = {"network-mode"}
 
 

@@ -17,10 +17,12 @@ from fleetlet.gateway.wire import (
     Hello,
     HttpGet,
     MicroPythonWorkload,
+    MirrorOffer,
     Mount,
     NetworkMode,
     Port,
     Probe,
+    Registered,
     Report,
     Resources,
     RestartPolicy,
@@ -114,6 +116,62 @@ def test_report_built_from_dataclasses_matches_the_full_vector() -> None:
         error="blob 9f86d0 sha256 mismatch",
     )
     assert report.to_cbor().hex() == vector["hex"]
+
+
+def test_report_with_container_statuses_matches_the_agent_vector() -> None:
+    # What the SBC agent sends (status.py builds these dataclasses): the shared vector pins it.
+    vector = next(v for v in load_vectors("report")["vectors"] if v["name"] == "containers")
+    assert vector.get("sender") == "agent"
+    report = Report(
+        gen=12,
+        workloads=(
+            WorkloadStatus(
+                "b2d4e6f8-1a3c-4e5f-8a7b-9c0d1e2f3a4b",
+                12,
+                WorkloadState.BACKOFF,
+                restarts=3,
+                exit_code=137,
+                ready=False,
+                containers=(
+                    ContainerStatus("web", WorkloadState.RUNNING, ready=True, cpu=250, memory=52428800),
+                    ContainerStatus(
+                        "sidecar",
+                        WorkloadState.BACKOFF,
+                        restarts=3,
+                        exit_code=137,
+                        ready=False,
+                        cpu=0,
+                        memory=4096,
+                    ),
+                ),
+            ),
+        ),
+        heap_free=734003200,
+        uptime=86400,
+    )
+    assert report.to_cbor().hex() == vector["hex"]
+    assert Report.from_cbor(bytes.fromhex(vector["hex"])) == report
+
+
+def test_registered_carries_the_gateway_registry_mirror() -> None:
+    vector = next(v for v in load_vectors("registered")["vectors"] if v["name"] == "with-mirror")
+    reg = Registered.from_cbor(bytes.fromhex(vector["hex"]))
+    offer = MirrorOffer("127.0.0.1:5001", "registry.local:5000")
+    assert reg == Registered(3600, "/rd/pi-7", 1764165600, offer)
+    assert reg.to_cbor().hex() == vector["hex"]
+    # Absent: no mirror offered (the older vectors).
+    minimal = load_vectors("registered")["vectors"][0]
+    assert Registered.from_cbor(bytes.fromhex(minimal["hex"])).registry_mirror is None
+
+
+def test_registry_mirror_fields_are_typed_and_required() -> None:
+    base = {0: 1, 1: 60, 2: "/rd/x"}
+    with pytest.raises(WireError, match=r"^registered\.mirror\.upstream: missing"):
+        Registered.from_cbor(encode_value({**base, 4: {1: "127.0.0.1:5001"}}))
+    with pytest.raises(WireError, match=r"^registered\.mirror\.address: expected tstr, got uint"):
+        Registered.from_cbor(encode_value({**base, 4: {1: 5001, 2: "docker.io"}}))
+    with pytest.raises(WireError, match=r"^registered\.mirror: expected map, got tstr"):
+        Registered.from_cbor(encode_value({**base, 4: "127.0.0.1:5001"}))
 
 
 def test_docker_vector_decodes_into_typed_fields() -> None:
