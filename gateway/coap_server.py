@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any, Protocol
 
 from .coap import (
@@ -55,7 +56,7 @@ from .coap import (
 )
 from .coap_endpoint import EXCHANGE_LIFETIME, Endpoint, Remote, hostinfo
 from .devices import DeviceState, Refusal
-from .wire import MAX_PAYLOAD, Hello, LogBatch, Registered, Report, WireError
+from .wire import MAX_PAYLOAD, Hello, LogBatch, MirrorOffer, Registered, Report, WireError
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +189,8 @@ class RegistrationResource:
     def __init__(self, backend: Backend, peers: dict[str, str] | None = None) -> None:
         self.backend = backend
         self.peers = peers
+        # The registry mirror to offer a device registering from a host (--registry-mirror).
+        self.mirror_offer: Callable[[str], MirrorOffer | None] | None = None
 
     def render(self, request: Message) -> Answer:
         if request.code != Code.POST:
@@ -210,6 +213,9 @@ class RegistrationResource:
         if isinstance(result, Refusal):
             return _refusal(result)
         _remember(self.peers, ep, request)
+        offer = self.mirror_offer(peer_of(request)) if self.mirror_offer is not None else None
+        if offer is not None:
+            result = replace(result, registry_mirror=offer)
         out = Message(Code.CREATED, result.to_cbor(), [(CONTENT_FORMAT, _CBOR)])
         return out.add(LOCATION_PATH, b"rd").add(LOCATION_PATH, ep.encode())
 

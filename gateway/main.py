@@ -13,6 +13,7 @@ OpenSSL's hashes out (:func:`_use_builtin_hashes`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import sys
 from dataclasses import dataclass, field
@@ -150,6 +151,8 @@ async def run_gateway(cfg: GatewayConfig, *, ready: asyncio.Event | None = None)
             )
             await mirror.start()
             log.info("registry mirror of %s on %s", cfg.registry_mirror, cfg.registry_mirror_listen)
+            # Offered to every device at registration, at the address it registered to.
+            site.registration.mirror_offer = functools.partial(mirror.offer_for, coap_host=host)
         if ready is not None:
             ready.set()
         async with asyncio.TaskGroup() as tg:
@@ -187,6 +190,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--status-interval", type=float, default=15.0)
     p.add_argument("--lease-interval", type=float, default=10.0)
     p.add_argument("--log-level", default="info")
+    p.add_argument("--registry-mirror", metavar="UPSTREAM", help="run a pull-through cache of this registry")
+    p.add_argument("--registry-mirror-listen", metavar="HOST:PORT", default="127.0.0.1:5001")
     a = p.parse_args(argv)
     _block_ssl_unless_needed(a.server)
     _use_builtin_hashes()
@@ -202,6 +207,8 @@ def main(argv: list[str] | None = None) -> None:
         offline_after=a.offline_after,
         volatile_interval=a.status_interval,
         lease_interval=a.lease_interval,
+        registry_mirror=a.registry_mirror,
+        registry_mirror_listen=a.registry_mirror_listen,
     )
     logging.basicConfig(
         level=getattr(logging, a.log_level.upper()), format="%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -15,12 +15,19 @@ answer (a gateway booting while its site is offline), and a cache can crash late
 take the gateway down: ``start()`` returns once the mirror answers or its first attempt failed,
 and a background task restarts ``docker-registry`` with backoff (1 s doubling to 60 s) until it
 runs. Meanwhile agents fall back to pulling from the registry itself.
+
+The gateway offers the mirror to every device in its registration answer (``registered``
+key 4, schemas/wire/registration.cddl): :meth:`RegistryMirror.offer_for` names the address
+the device reaches it at, the gateway's own address on the interface the device registered
+to plus the mirror's port (see :func:`advertised_address`). SBC agents pull through it unless
+configured with a mirror of their own; the MicroPython firmware ignores it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
 import shutil
@@ -34,7 +41,15 @@ from urllib.parse import urlsplit
 import aiohttp
 import yaml
 
-__all__ = ["DEFAULT_UPSTREAM", "RegistryMirror", "RegistryMirrorError", "find_registry_binary"]
+from .wire import MirrorOffer
+
+__all__ = [
+    "DEFAULT_UPSTREAM",
+    "RegistryMirror",
+    "RegistryMirrorError",
+    "advertised_address",
+    "find_registry_binary",
+]
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +120,12 @@ class RegistryMirror:
         """The registry this mirror fronts, as it appears in image references."""
         netloc = urlsplit(self.upstream_url).netloc
         return "docker.io" if netloc in ("registry-1.docker.io", "index.docker.io", "docker.io") else netloc
+
+    def offer_for(self, peer: str, coap_host: str = "") -> MirrorOffer | None:
+        """What to tell a device registering from ``peer`` (its host address) over CoAP bound
+        to ``coap_host``; None when it cannot reach the mirror (see :func:`advertised_address`)."""
+        address = advertised_address(self.listen, peer, coap_host)
+        return None if address is None else MirrorOffer(address, self.upstream_host)
 
     @property
     def config_path(self) -> Path:
@@ -269,6 +290,56 @@ class RegistryMirror:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+
+_WILDCARDS = ("", "0.0.0.0", "::")
+
+
+def _split_hostport(text: str) -> tuple[str, str]:
+    host, _, port = text.rpartition(":")
+    return host.strip("[]"), port
+
+
+def _join_hostport(host: str, port: str) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def _local_address_toward(peer: str) -> str | None:
+    """The address this host sends from to reach ``peer``: the kernel's route lookup for a
+    connected UDP socket (connect() on UDP sends nothing). On the interface a device's packets
+    arrive at, that is the gateway's own address the device registered to."""
+    try:
+        family = socket.AF_INET6 if ipaddress.ip_address(peer).version == 6 else socket.AF_INET
+        with socket.socket(family, socket.SOCK_DGRAM) as s:
+            s.connect((peer, 9))
+            return str(s.getsockname()[0])
+    except (OSError, ValueError):
+        return None
+
+
+def advertised_address(mirror_listen: str, peer: str, coap_host: str = "") -> str | None:
+    """``host:port`` at which a device at ``peer`` reaches a mirror listening on ``mirror_listen``.
+
+    - The mirror on a wildcard address: the address the device registered to, that is CoAP's
+      own host when it is bound to one, else the gateway's address on the interface toward
+      the device, with the mirror's port.
+    - The mirror on one address: that address, except a loopback one for a device elsewhere
+      (it could not reach it): None, so the device pulls from the registry itself.
+    """
+    host, port = _split_hostport(mirror_listen)
+    if host not in _WILDCARDS:
+        if _is_loopback(host) and not _is_loopback(peer):
+            return None
+        return _join_hostport(host, port)
+    local = coap_host.strip("[]") if coap_host.strip("[]") not in _WILDCARDS else _local_address_toward(peer)
+    return None if not local else _join_hostport(local, port)
 
 
 def _free_port(host: str) -> int:

@@ -129,8 +129,8 @@ _EPILOG = """\
 examples:
   fleetlet agent --device pi-7 --gateway coap://gw.local:5683 --token-file /etc/fleetlet/token
   fleetlet agent --config /etc/fleetlet/agent.yaml
-  # pull images of Docker Hub through the gateway's mirror (fleetlet gateway --registry-mirror
-  # --registry-mirror-listen 0.0.0.0:5001):
+  # a gateway run with --registry-mirror offers its mirror at registration, and the agent
+  # pulls that registry's images through it; a mirror of the agent's own wins:
   fleetlet agent --device pi-7 --gateway coap://gw.local --token-file /etc/fleetlet/token \\
       --registry-mirror gw.local:5001
 
@@ -177,13 +177,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--registry-mirror",
         metavar="HOST:PORT",
-        help="the gateway's pull-through registry mirror; images of --mirror-upstream are pulled "
-        "through it (falling back to the registry itself if the mirror fails)",
+        help="a pull-through registry mirror; images of --mirror-upstream are pulled through it "
+        "(falling back to the registry itself if the mirror fails). Default: the mirror the "
+        "gateway offers at registration, if any",
     )
     parser.add_argument(
         "--mirror-upstream",
         metavar="REGISTRY",
-        help="the registry the mirror fronts, as it appears in image names (default: docker.io)",
+        help="the registry --registry-mirror fronts, as it appears in image names (default: "
+        "docker.io; a gateway's offer names its own)",
     )
     parser.add_argument(
         "--gc-high",

@@ -21,13 +21,16 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import docker
 import docker.errors
 import requests.exceptions
 
 from .spec import ContainerSpec, VolumeSpec, WorkloadSpec
+
+if TYPE_CHECKING:
+    from fleetlet.gateway.wire import MirrorOffer
 
 __all__ = [
     "LABEL_CONTAINER",
@@ -152,9 +155,32 @@ def _is_connection_error(exc: BaseException) -> bool:
     return False
 
 
+def _registry_name(name: str) -> str:
+    return "docker.io" if name in _HUB_ALIASES else name
+
+
+def _valid_hostport(text: str) -> bool:
+    host, _, port = text.rpartition(":")
+    return bool(host) and port.isdigit() and 0 < int(port) < 65536 and not any(c in text for c in "/@ ")
+
+
+def choose_mirror(
+    explicit: str | None, explicit_upstream: str, offer: MirrorOffer | None
+) -> tuple[str, str] | None:
+    """The registry mirror to pull through, as (address, upstream): the agent's own
+    ``--registry-mirror`` first, else the one the gateway offered at registration, else none.
+    An offer that is not ``host:port`` (or names no upstream) is ignored."""
+    if explicit:
+        return explicit, _registry_name(explicit_upstream)
+    if offer is not None and _valid_hostport(offer.address) and offer.upstream:
+        return offer.address, _registry_name(offer.upstream)
+    return None
+
+
 class DockerRuntime:
     """Provider over one Docker Engine. ``registry_mirror`` is ``host:port`` of a pull-through
-    cache fronting ``mirror_upstream`` (``host:port`` of a registry, or ``docker.io``)."""
+    cache fronting ``mirror_upstream`` (``host:port`` of a registry, or ``docker.io``): the
+    agent's own setting. Without one, :meth:`offer_mirror` sets the gateway's."""
 
     def __init__(
         self,
@@ -168,11 +194,24 @@ class DockerRuntime:
     ) -> None:
         self.docker_host = docker_host
         self.data_dir = Path(data_dir)
+        self._explicit_mirror = (registry_mirror, mirror_upstream)
+        # The mirror pulls go through (None: none): the explicit one, or the gateway's offer.
         self.registry_mirror = registry_mirror
-        self.mirror_upstream = "docker.io" if mirror_upstream in _HUB_ALIASES else mirror_upstream
+        self.mirror_upstream = _registry_name(mirror_upstream)
         self.stop_timeout = stop_timeout
         self.api_timeout = api_timeout
         self._api: docker.APIClient | None = None
+
+    def offer_mirror(self, offer: MirrorOffer | None) -> None:
+        """The gateway's registry mirror from its latest registration answer (None: it offers
+        none any more). Used only when the agent has no ``--registry-mirror`` of its own."""
+        chosen = choose_mirror(*self._explicit_mirror, offer)
+        address, upstream = chosen if chosen is not None else (None, self.mirror_upstream)
+        if (address, upstream) != (self.registry_mirror, self.mirror_upstream):
+            if offer is not None and chosen is None:
+                log.warning("ignoring the gateway's registry mirror %r: not host:port", offer.address)
+            log.info("pulling images of %s through registry mirror %s", upstream, address or "(none)")
+        self.registry_mirror, self.mirror_upstream = address, upstream
 
     # ------------------------------------------------------------ plumbing
 

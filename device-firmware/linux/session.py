@@ -167,6 +167,8 @@ class AgentSession:
         if resp.code != aiocoap.CREATED and resp.code != aiocoap.CHANGED:
             raise ConnectionError(f"registration refused: {resp.code} {resp.payload[:200]!r}")
         self.registered = Registered.from_cbor(resp.payload)
+        # The gateway's registry mirror, unless the agent was given its own (runtime decides).
+        self.reconciler.runtime.offer_mirror(self.registered.registry_mirror)
         log.info(
             "registered with %s as %s (lifetime %ds)", self.base, self.config.device, self.registered.lifetime
         )
