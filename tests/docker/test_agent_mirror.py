@@ -8,15 +8,18 @@ dockerd. dockerd treats 127.0.0.0/8 registries as insecure by default, so plain 
 from __future__ import annotations
 
 import io
+import json
 import re
 import tarfile
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import docker
 import pytest
 import yaml
-from fleetlet.agent.runtime import DockerRuntime
+from fleetlet.agent.runtime import LABEL_UID, DockerRuntime
 from fleetlet.gateway.registry_mirror import RegistryMirror
 
 from tests.fixtures.docker import DockerEngine, busybox_rootfs_tar
@@ -252,3 +255,104 @@ async def test_fleetlet_gateway_registry_mirror_flag_serves_agents(
         runtime.close()
         docker_engine.cli("rmi", ref, check=False)
         gw.stop()
+
+
+async def test_agent_without_mirror_flag_pulls_through_the_mirror_its_gateway_offers(
+    docker_engine: DockerEngine,
+    docker_host: str,
+    upstream: ServerProcess,
+    fleetlet_bin: str,
+    tmp_path: Path,
+) -> None:
+    """Server, `fleetlet gateway --registry-mirror`, and `fleetlet agent` with no mirror setting:
+    the gateway's registration answer names its mirror (registered key 4) and the agent pulls
+    the workload's image through it, which the mirror's log and catalog show."""
+    from tests.e2e.harness import Fleet, deployment
+
+    up = f"127.0.0.1:{upstream.port}"  # type: ignore[attr-defined]
+    ref = f"{up}/fleetlet/offered:1"
+    _push_unique(docker_engine, ref)
+    mirror_listen = f"127.0.0.1:{free_tcp_port()}"
+    coap = free_udp_port()
+    fleet = Fleet(tmp_path, fleetlet_bin)
+    agent: ServerProcess | None = None
+    try:
+        fleet.start_server()
+        token = await fleet.gateway_token("gw-offer")
+        gw = ServerProcess(
+            [
+                fleetlet_bin,
+                "gateway",
+                "--name",
+                "gw-offer",
+                "--server",
+                fleet.url,
+                "--token",
+                token,
+                "--listen",
+                f"127.0.0.1:{coap}",
+                "--data-dir",
+                str(tmp_path / "gw"),
+                "--registry-mirror",
+                f"http://{up}",
+                "--registry-mirror-listen",
+                mirror_listen,
+            ],
+            extra_env=fleet.env,
+            log_dir=tmp_path / "logs",
+            name="gateway",
+        )
+        fleet.gateways["gw-offer"] = gw  # fleet.close() stops it
+        gw.start(wait_http=f"http://{mirror_listen}/v2/")  # the mirror starts after CoAP
+        dev = await fleet.add_device("sbc-1", "gw-offer", coap, board="raspberry-pi-4", runtimes=("docker",))
+        (tmp_path / "token").write_text(dev["token"])
+        agent = ServerProcess(
+            [
+                fleetlet_bin,
+                "agent",
+                "--device",
+                "sbc-1",
+                "--gateway",
+                f"coap://127.0.0.1:{coap}",
+                "--token-file",
+                str(tmp_path / "token"),
+                "--docker-host",
+                docker_host,
+                "--data-dir",
+                str(tmp_path / "sbc-1"),
+            ],
+            log_dir=tmp_path / "logs",
+            name="agent",
+        ).start()
+        async with fleet.api() as api:
+            await api.create(
+                deployment(
+                    "offered",
+                    {
+                        "runtime": "docker",
+                        "restartPolicy": "Always",
+                        "containers": [{"name": "main", "image": ref, "command": ["sleep", "3600"]}],
+                    },
+                )
+            )
+        client = docker.APIClient(base_url=docker_host, timeout=60)
+        try:
+
+            def running() -> bool:
+                return any(c["Image"] == ref for c in client.containers(filters={"label": LABEL_UID}))
+
+            await wait_until(running, limit=120, what="the workload's container running")
+            assert ref in client.inspect_image(ref)["RepoTags"]
+        finally:
+            client.close()
+        mirror_log = (tmp_path / "gw" / "registry-mirror" / "registry.log").read_text()
+        assert _blob_gets(mirror_log, "fleetlet/offered"), "the pull did not go through the gateway's mirror"
+        assert f"through registry mirror {mirror_listen}" in agent.log_text()
+        no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with no_proxy.open(f"http://{mirror_listen}/v2/_catalog", timeout=10) as resp:
+            assert "fleetlet/offered" in json.load(resp)["repositories"]
+    finally:
+        if agent is not None:
+            agent.stop()
+        fleet.close()
+        docker_engine.cli("rmi", ref, check=False)
