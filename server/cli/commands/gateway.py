@@ -68,7 +68,8 @@ def parse_labels(text: str | None) -> dict[str, str]:
     metavar="[UPSTREAM]",
     help="Run a pull-through cache of registry UPSTREAM (default: Docker Hub) with Debian's "
     "docker-registry, so the devices behind this gateway fetch each image from upstream once. "
-    "Point agents at it: fleetlet agent --registry-mirror GATEWAY:PORT --mirror-upstream REGISTRY.",
+    "The gateway offers it to devices when they register, and agents pull through it; an "
+    "agent's own --registry-mirror wins.",
 )
 @click.option(
     "--registry-mirror-listen",
