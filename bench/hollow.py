@@ -39,6 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fleetlet.gateway import coap
+from fleetlet.gateway.coap import Code
 from fleetlet.gateway.wire import (
     DesiredDoc,
     Hello,
@@ -58,124 +60,7 @@ GONE = (0x81, 0x83, 0x84)  # 4.01, 4.03, 4.04: the gateway does not know us (any
 SZX = 6  # 1024-byte blocks
 
 
-# --- CoAP codec (RFC 7252; Observe RFC 7641; Block2 RFC 7959) ----------------------------------
-class C:
-    CON, NON, ACK, RST = 0, 1, 2, 3
-    GET, POST = 1, 2
-    VALID = 0x43
-    ETAG, OBSERVE, URI_PATH, CONTENT_FORMAT, URI_QUERY, BLOCK2 = 4, 6, 11, 12, 15, 23
-
-    @staticmethod
-    def uint(v: int) -> bytes:
-        return v.to_bytes((v.bit_length() + 7) // 8, "big")
-
-    @staticmethod
-    def _ext(v: int) -> tuple[int, bytes]:
-        if v < 13:
-            return v, b""
-        if v < 269:
-            return 13, bytes((v - 13,))
-        return 14, (v - 269).to_bytes(2, "big")
-
-    @staticmethod
-    def encode(
-        mtype: int,
-        code: int,
-        mid: int,
-        token: bytes = b"",
-        opts: Iterable[tuple[int, bytes]] = (),
-        payload: bytes = b"",
-    ) -> bytes:
-        out = bytearray((0x40 | (mtype << 4) | len(token), code, mid >> 8, mid & 0xFF))
-        out += token
-        last = 0
-        for num, val in sorted(opts, key=lambda o: o[0]):  # stable: repeated options keep their order
-            dn, dx = C._ext(num - last)
-            ln, lx = C._ext(len(val))
-            out.append((dn << 4) | ln)
-            out += dx + lx + val
-            last = num
-        if payload:
-            out.append(0xFF)
-            out += payload
-        return bytes(out)
-
-    @staticmethod
-    def decode(buf: bytes) -> Msg:
-        n = len(buf)
-        if n < 4 or buf[0] >> 6 != 1 or (buf[0] & 15) > 8:
-            raise ValueError("header")
-        tkl = buf[0] & 15
-        i = 4 + tkl
-        opts: list[tuple[int, bytes]] = []
-        num = 0
-        payload = b""
-        while i < n:
-            b = buf[i]
-            i += 1
-            if b == 0xFF:
-                payload = bytes(buf[i:])
-                break
-            vals = []
-            for nib in (b >> 4, b & 15):
-                if nib == 13:
-                    nib, i = buf[i] + 13, i + 1
-                elif nib == 14:
-                    nib, i = int.from_bytes(buf[i : i + 2], "big") + 269, i + 2
-                elif nib == 15:
-                    raise ValueError("nibble 15")
-                vals.append(nib)
-            num += vals[0]
-            opts.append((num, bytes(buf[i : i + vals[1]])))
-            i += vals[1]
-        return Msg((buf[0] >> 4) & 3, buf[1], (buf[2] << 8) | buf[3], bytes(buf[4 : 4 + tkl]), opts, payload)
-
-    @staticmethod
-    def split_uri(path: str) -> list[tuple[int, bytes]]:
-        path, _, query = path.partition("?")
-        out = [(C.URI_PATH, seg.encode()) for seg in path.split("/") if seg]
-        return out + [(C.URI_QUERY, q.encode()) for q in query.split("&") if q]
-
-    @staticmethod
-    def block_encode(num: int, more: bool, szx: int) -> int:
-        return (num << 4) | (8 if more else 0) | szx
-
-
-@dataclass(slots=True)
-class Msg:
-    type: int
-    code: int
-    mid: int
-    token: bytes
-    opts: list[tuple[int, bytes]]
-    payload: bytes
-
-    def opt(self, num: int) -> bytes | None:
-        return next((v for n, v in self.opts if n == num), None)
-
-    @property
-    def observe(self) -> int | None:
-        v = self.opt(C.OBSERVE)
-        return None if v is None else int.from_bytes(v, "big")
-
-    @property
-    def etag(self) -> bytes | None:
-        return self.opt(C.ETAG)
-
-    @property
-    def block2(self) -> tuple[int, bool, int] | None:
-        v = self.opt(C.BLOCK2)
-        if v is None:
-            return None
-        x = int.from_bytes(v, "big")
-        return x >> 4, bool(x & 8), x & 7
-
-    @property
-    def ok(self) -> bool:
-        return self.code >> 5 == 2
-
-    def code_str(self) -> str:
-        return f"{self.code >> 5}.{self.code & 31:02d}"
+# CoAP: the gateway's own codec (gateway/coap.py), the same bytes a device puts on the wire.
 
 
 @dataclass(frozen=True)
@@ -220,14 +105,14 @@ class HollowDevice(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         try:
-            m = C.decode(data)
+            m = coap.decode(data)
         except ValueError:
             return
-        if m.type == C.CON:
-            self._send(C.encode(C.ACK, 0, m.mid))
-        if m.type == C.ACK or m.type == C.RST:
+        if m.mtype == coap.CON:
+            self._send(coap.encode(coap.ACK, 0, m.mid))
+        if m.mtype == coap.ACK or m.mtype == coap.RST:
             token = self.by_mid.pop(m.mid, None)
-            if m.type == C.RST and token is not None:
+            if m.mtype == coap.RST and token is not None:
                 fut = self.waiting.pop(token, None)
                 if fut is not None and not fut.done():
                     fut.set_exception(CoapFailed("reset"))
@@ -264,10 +149,10 @@ class HollowDevice(asyncio.DatagramProtocol):
         """One confirmable exchange (RFC 7252 retransmission: 2 s x1..1.5, doubling, 4 retries)."""
         token = token or os.urandom(4)
         mid = self._next_mid()
-        options = [*C.split_uri(path), *opts]
+        options = [*coap.split_uri(path), *opts]
         if payload:
-            options.append((C.CONTENT_FORMAT, C.uint(CBOR)))
-        buf = C.encode(C.CON, code, mid, token, options, payload)
+            options.append((coap.CONTENT_FORMAT, coap.uint(CBOR)))
+        buf = coap.encode(coap.CON, code, mid, token, options, payload)
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.waiting[token] = fut
         self.by_mid[mid] = token
@@ -290,10 +175,10 @@ class HollowDevice(asyncio.DatagramProtocol):
         while block is not None and block[1]:
             num = block[0] + 1
             resp = await self.request(
-                C.GET, path, opts=[*extra, (C.BLOCK2, C.uint(C.block_encode(num, False, block[2])))]
+                Code.GET, path, opts=[*extra, (coap.BLOCK2, coap.Block(num, False, block[2]).encode())]
             )
-            if not resp.ok:
-                raise CoapFailed(f"{path} block {num}: {resp.code_str()}")
+            if not coap.is_success(resp.code):
+                raise CoapFailed(f"{path} block {num}: {coap.code_str(resp.code)}")
             body += resp.payload
             block = resp.block2
         return bytes(body)
@@ -315,7 +200,7 @@ class HollowDevice(asyncio.DatagramProtocol):
         delay = 1.0
         while True:
             try:
-                resp = await self.request(C.POST, f"/rd?ep={self.spec.name}", self.hello())
+                resp = await self.request(Code.POST, f"/rd?ep={self.spec.name}", self.hello())
                 if resp.code == CREATED:
                     self.registered = True
                     return
@@ -331,22 +216,22 @@ class HollowDevice(asyncio.DatagramProtocol):
         if not (same_token and self.obs_token):
             self.obs_token = os.urandom(4)
             self.obs_seq = -1
-        resp = await self.request(C.GET, path, opts=[(C.OBSERVE, b"")], token=self.obs_token)
+        resp = await self.request(Code.GET, path, opts=[(coap.OBSERVE, b"")], token=self.obs_token)
         if resp.code in GONE:
             self.registered = False
             return
-        if resp.ok:
+        if coap.is_success(resp.code):
             await self._take(resp, path)
 
     async def poll(self) -> None:
         """ETag check of the document (2.03 Valid when nothing changed), as a freshness check
         of the observation: on a change (a missed notification, a restarted gateway), observe again."""
         path = f"/d/{self.spec.name}/desired"
-        opts = [(C.ETAG, self.etag)] if self.etag else []
-        resp = await self.request(C.GET, path, opts=opts)
+        opts = [(coap.ETAG, self.etag)] if self.etag else []
+        resp = await self.request(Code.GET, path, opts=opts)
         if resp.code in GONE:
             self.registered = False
-        elif resp.code != C.VALID and resp.ok:
+        elif resp.code != Code.VALID and coap.is_success(resp.code):
             await self.observe(same_token=True)
 
     def _notified(self, m: Any) -> None:
@@ -357,7 +242,7 @@ class HollowDevice(asyncio.DatagramProtocol):
         asyncio.get_running_loop().create_task(self._take(m, f"/d/{self.spec.name}/desired"))
 
     async def _take(self, m: Any, path: str) -> None:
-        if m.code == C.VALID:
+        if m.code == Code.VALID:
             return
         try:
             payload = await self.get_blockwise(path, m) if m.block2 is not None else bytes(m.payload)
@@ -381,9 +266,9 @@ class HollowDevice(asyncio.DatagramProtocol):
 
     async def fetch_blob(self, sha: bytes) -> None:
         path = f"/b/{sha.hex()}"
-        first = await self.request(C.GET, path)
-        if not first.ok:
-            raise CoapFailed(f"{path}: {first.code_str()}")
+        first = await self.request(Code.GET, path)
+        if not coap.is_success(first.code):
+            raise CoapFailed(f"{path}: {coap.code_str(first.code)}")
         data = await self.get_blockwise(path, first) if first.block2 is not None else bytes(first.payload)
         if hashlib.sha256(data).digest() != sha:
             raise CoapFailed(f"{path}: sha256 mismatch")
@@ -394,7 +279,7 @@ class HollowDevice(asyncio.DatagramProtocol):
 
     async def report(self, rep: Report) -> bool:
         rep = Report(gen=rep.gen, workloads=rep.workloads, heap_free=rep.heap_free, uptime=self.uptime())
-        resp = await self.request(C.POST, f"/d/{self.spec.name}/report", rep.to_cbor())
+        resp = await self.request(Code.POST, f"/d/{self.spec.name}/report", rep.to_cbor())
         if resp.code in GONE:
             self.registered = False
             return False
