@@ -476,7 +476,7 @@ def main() -> None:
     parser.add_argument("--create-concurrency", type=int, default=64)
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--binds-in-flight", type=int, default=64)
+    parser.add_argument("--binds-in-flight", type=int, default=256, help="the scheduler's default")
     parser.add_argument(
         "--embedded", action="store_true", help="measure the scheduler inside `fleetlet server`"
     )
