@@ -54,8 +54,12 @@ async def load_until_killed(
                 return
             name = f"r{round_no}-{i}"
             data = {"round": str(round_no), "seq": str(i), "pad": "x" * (i % 97)}
-            body = {"apiVersion": "fleetlet.io/v1", "kind": "ConfigMap",
-                    "metadata": {"name": name}, "data": data}
+            body = {
+                "apiVersion": "fleetlet.io/v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": name},
+                "data": data,
+            }
             try:
                 async with session.post(url, data=json.dumps(body), headers=headers) as resp:
                     await resp.read()

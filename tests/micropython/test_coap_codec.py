@@ -82,8 +82,15 @@ def test_decode_rejects_garbage_only_with_valueerror(data: bytes) -> None:
 
 @pytest.mark.parametrize(
     ("v1", "v2", "fresh"),
-    [(1, 2, True), (2, 1, False), (0xFFFFFF, 0, True), (0, 0xFFFFFF, False), (5, 5, False),
-     (0, 0x7FFFFF, True), (0, 0x800001, False)],
+    [
+        (1, 2, True),
+        (2, 1, False),
+        (0xFFFFFF, 0, True),
+        (0, 0xFFFFFF, False),
+        (5, 5, False),
+        (0, 0x7FFFFF, True),
+        (0, 0x800001, False),
+    ],
 )
 def test_observe_sequence_rule(v1: int, v2: int, fresh: bool) -> None:
     assert coap.fresher(v1, v2, 1000, 2000) is fresh
