@@ -194,12 +194,11 @@ def vector_item(kind, v, buf):
         check(ident + "/wire", wire_helpers(kind, want, data, buf))
 
 
-def vectors(path):
-    with open(path) as f:
-        doc = json.load(f)
+def vectors_doc(doc):
     kind = doc["type"]
     buf = bytearray()
     for v in doc["vectors"]:
+        gc.collect()  # each item from a clean heap
         guarded("w/%s/%s" % (kind, v["name"]), vector_item, kind, v, buf)
     for v in doc.get("invalid", ()):
         ident = "w/%s/invalid/%s" % (kind, v["name"])
@@ -211,6 +210,22 @@ def vectors(path):
             print("ACCEPT " + ident)
         except wire.WireError as e:
             print("REJECT %s %s" % (ident, e))
+
+
+def vectors(path):
+    # A .jsonl file holds one vector file's worth per line (one vector each, as the test
+    # writes it): only one message and its expectations are in RAM at a time, as on a device.
+    with open(path) as f:
+        if path.endswith(".jsonl"):
+            for line in f:
+                if line.strip():
+                    doc = json.loads(line)
+                    vectors_doc(doc)
+                    del doc
+                    gc.collect()
+            return
+        doc = json.load(f)
+    vectors_doc(doc)
     del doc
     gc.collect()
 
