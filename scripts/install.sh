@@ -33,6 +33,7 @@ fi
 # (a tiny image imported with `docker import`), procps/iproute2 (process and netns helpers).
 APT_PACKAGES=(
     ca-certificates
+    openssl
     postgresql
     postgresql-client
     libcoap3-bin

@@ -19,6 +19,8 @@ from fleetlet.gateway.apiclient import ApiClient
 from fleetlet.gateway.informer import Informer, slim_object
 from fleetlet.server.client.errors import ApiError, ConnectionFailed
 
+from tests.fixtures.require import unavailable
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -315,7 +317,7 @@ def test_the_gateway_imports_neither_aiohttp_nor_openssl_for_an_http_server() ->
 def self_signed(tmp_path: Path) -> tuple[Path, Path]:
     openssl = shutil.which("openssl")
     if openssl is None:
-        pytest.skip("no openssl command to make a certificate")
+        unavailable("the openssl command (Debian openssl), to make a test certificate")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
         [
