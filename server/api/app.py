@@ -101,7 +101,7 @@ def fast_handler(app: web.Application) -> Callable[[web.BaseRequest], Awaitable[
     about a tenth of the server's CPU per create in bench/store; resource paths need none of it,
     their dispatcher parses the path itself. Everything else (and Expect: 100-continue, which
     the router's expect handler answers) takes the Application's own path, so both paths serve
-    the same API; the in-process tests run the router path, the process tests this one.
+    the same API (test_api_fast_path replays the same requests through both).
     """
     api = app[STATE]
     routed = app._handle  # the Application's own handler (private), for everything else

@@ -83,10 +83,9 @@ async def handle(request: web.Request) -> web.StreamResponse:
 
 async def dispatch(api: ApiState, request: web.Request, tail: str) -> web.StreamResponse:
     """The single entry for /api/v1/<tail>: parse, authorize, dispatch."""
-    if tail.endswith("/bindings"):
-        namespace = _bindings_namespace(tail)
-        if namespace is not None:
-            return await bind_list(api, request, namespace)
+    namespace = _bindings_namespace(tail)
+    if namespace is not None:
+        return await bind_list(api, request, namespace)
     route = parse_route(tail)
     verb = _verb(request, route)
     meta = request_meta(request)
@@ -463,6 +462,9 @@ MAX_BINDINGS = 1000
 
 
 def _bindings_namespace(tail: str) -> str | None:
+    """The namespace of ``namespaces/<ns>/bindings``, else None (one suffix test per request)."""
+    if not tail.endswith("/bindings"):
+        return None
     segs = tail.strip("/").split("/")
     if len(segs) == 3 and segs[0] == "namespaces" and segs[1] and segs[2] == "bindings":
         return segs[1]
@@ -490,10 +492,7 @@ async def bind_list(api: ApiState, request: web.Request, namespace: str) -> web.
     await authorize(principal, info, api.store)
     body = await read_object(request, api.max_body)
     if body.get("kind") == "Binding":
-        name = (body.get("metadata") or {}).get("name")
-        if not isinstance(name, str) or not name:
-            raise ApiError(422, "Binding is invalid: metadata.name: Required value (the workload)", "Invalid")
-        await _bind_one(api, namespace, name, body)
+        await _bind_one(api, namespace, _binding_name(body), body)
         return obj_response(status_obj(201, "", success=True), 201)
     if body.get("kind") != "BindingList":
         raise bad_request(f"the body must be a Binding or a BindingList, not {body.get('kind')!r}")
@@ -504,37 +503,33 @@ async def bind_list(api: ApiState, request: web.Request, namespace: str) -> web.
         raise ApiError(
             422, f"BindingList is invalid: items: at most {MAX_BINDINGS} bindings per request", "Invalid"
         )
-    names = [
-        (i.get("metadata") or {}).get("name") if isinstance(i.get("metadata"), dict) else None for i in items
-    ]
-    results = await asyncio.gather(
-        *(
-            _bind_one(api, namespace, n, i)
-            if isinstance(n, str) and n
-            else _invalid_item("metadata.name: Required value (the workload)")
-            for n, i in zip(names, items, strict=True)
-        ),
-        return_exceptions=True,
-    )
+
+    async def one(item: Obj) -> None:
+        await _bind_one(api, namespace, _binding_name(item), item)
+
+    results = await asyncio.gather(*(one(i) for i in items), return_exceptions=True)
     out: list[Obj] = []
-    for n, r in zip(names, results, strict=True):
-        if r is None:
-            out.append({"metadata": {"name": n}, "status": {"code": 201}})
-            continue
-        if not isinstance(r, StoreError):
-            raise r  # a bug, not the client's mistake: the middleware answers 500
-        err = from_store_error(r)
+    for item, r in zip(items, results, strict=True):
+        status: Obj = {"code": 201}
+        if r is not None:
+            if not isinstance(r, StoreError):
+                raise r  # a bug, not the client's mistake: the middleware answers 500
+            err = from_store_error(r)
+            status = {"code": err.code, "reason": err.reason, "message": err.message}
+        meta = item.get("metadata")
         out.append(
-            {
-                "metadata": {"name": n},
-                "status": {"code": err.code, "reason": err.reason, "message": err.message},
-            }
+            {"metadata": {"name": meta.get("name") if isinstance(meta, dict) else None}, "status": status}
         )
     return obj_response({"kind": "BindingList", "apiVersion": API_VERSION, "items": out})
 
 
-async def _invalid_item(message: str) -> None:
-    raise ApiError(422, f"Binding is invalid: {message}", "Invalid")
+def _binding_name(binding: Obj) -> str:
+    """The workload a Binding names (its metadata.name), or a 422."""
+    meta = binding.get("metadata")
+    name = meta.get("name") if isinstance(meta, dict) else None
+    if not isinstance(name, str) or not name:
+        raise ApiError(422, "Binding is invalid: metadata.name: Required value (the workload)", "Invalid")
+    return name
 
 
 __all__ = ["NAMESPACE_FINALIZER", "handle"]

@@ -140,10 +140,6 @@ class Watcher:
             if t is not None:
                 self._backlog.append((t, ev))
 
-    def offer(self, ev: WatchEvent) -> None:
-        """Called by the hub for every live event of this resource. Never blocks."""
-        self.offer_many((ev,))
-
     def offer_many(self, events: Iterable[WatchEvent]) -> None:
         """The events of one commit for this resource, in order. Never blocks."""
         if self.closed:
@@ -161,12 +157,7 @@ class Watcher:
         # p99); one write per commit instead of one per event saves the syscalls at both ends.
         sink = self.sink
         if sink is not None and self._history is None and not self._backlog and self._queue.empty():
-            if len(matched) == 1:
-                t, ev = matched[0]
-                data = ev.line(t)
-            else:
-                data = b"".join(ev.line(t) for t, ev in matched)
-            if sink(data):
+            if sink(b"".join([ev.line(t) for t, ev in matched])):  # one line: itself, no copy
                 self.last_revision = matched[-1][1].revision or self.last_revision
                 return
         for item in matched:
