@@ -89,6 +89,17 @@ class Translated:
     refs: frozenset[str] = frozenset()  # "secret:ns/name", "configmap:ns/name" it read
 
 
+def _b64_values(values: Any, reason: str, what: str) -> dict[str, bytes]:
+    """A Secret's ``data`` or a ConfigMap's ``binaryData``, decoded; bad base64 names its key."""
+    out: dict[str, bytes] = {}
+    for k, v in _d(values).items():
+        try:
+            out[str(k)] = base64.b64decode(str(v), validate=True)
+        except ValueError:
+            raise TranslateError(reason, f"{what} key {k}: bad base64") from None
+    return out
+
+
 def _d(value: Any) -> Obj:
     return value if isinstance(value, dict) else {}
 
@@ -118,14 +129,7 @@ class _Refs:
             if optional:
                 return None
             raise TranslateError("SecretNotFound", f'secret "{self.ns}/{name}" not found')
-        out: dict[str, bytes] = {}
-        for k, v in _d(obj.get("data")).items():
-            try:
-                out[str(k)] = base64.b64decode(str(v), validate=True)
-            except ValueError:
-                raise TranslateError(
-                    "InvalidSecret", f'secret "{self.ns}/{name}" key {k}: bad base64'
-                ) from None
+        out = _b64_values(obj.get("data"), "InvalidSecret", f'secret "{self.ns}/{name}"')
         for k, v in _d(obj.get("stringData")).items():
             out[str(k)] = str(v).encode()
         return out
@@ -143,14 +147,9 @@ class _Refs:
         data = await self.configmap_data(name)
         assert data is not None
         out = {k: v.encode() for k, v in data.items()}
-        obj = await self._get("configmap", name) or {}
-        for k, v in _d(obj.get("binaryData")).items():
-            try:
-                out[str(k)] = base64.b64decode(str(v), validate=True)
-            except ValueError:
-                raise TranslateError(
-                    "InvalidConfigMap", f'configmap "{self.ns}/{name}" binaryData key {k}: bad base64'
-                ) from None
+        obj = await self._get("configmap", name) or {}  # cached: no second read
+        what = f'configmap "{self.ns}/{name}" binaryData'
+        out.update(_b64_values(obj.get("binaryData"), "InvalidConfigMap", what))
         return out
 
     async def key(self, kind: str, ref: Obj, what: str) -> bytes | None:
