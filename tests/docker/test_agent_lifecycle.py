@@ -147,6 +147,8 @@ async def test_secrets_as_files_and_env(
 
     await agent.apply()
     await wait_until(lambda: not _containers(docker_client, spec.uid), what="removed")
+    # delete_workload removes the containers first, then the workload's folder with its secrets.
+    await wait_until(lambda: not host_dir.exists(), what="the secret folder removed")
     assert not await asyncio.to_thread(host_dir.exists)
 
 
